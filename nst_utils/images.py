@@ -1,0 +1,138 @@
+"""Images: load any common format as RGB floats, resize, VGG preprocessing and its inverse, atomic save."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import IO, Callable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import NSTError
+
+# VGG19 was trained on BGR images in 0..255 with these per-channel means subtracted.
+VGG_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+MAX_PIXELS = 120_000_000  # refuse rasters beyond this before decoding them (decompression bombs)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Return an 8-bit RGB version of any PIL image (alpha composited on white, 16-bit rescaled)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        if img.mode == "F":
+            top = max(float(a.max(initial=0)), 1.0) if a.max(initial=0) > 1 else 1.0
+        img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarray:
+    """Return the image at `path` as float32 HxWx3 RGB in [0, 1], upright, long side at most `max_size`."""
+    p = Path(path)
+    if p.is_dir():
+        raise NSTError(f"{p} is a directory, not an image file")
+    if not p.exists():
+        raise NSTError(f"image {p} does not exist")
+    if p.stat().st_size == 0:
+        raise NSTError(f"image {p} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            try:
+                with Image.open(p) as img:
+                    img.seek(0)  # first frame of animations
+                    if max_size and img.format == "JPEG":
+                        img.draft("RGB", (max_size, max_size))  # decode at reduced size, cheap for huge JPEGs
+                    img = ImageOps.exif_transpose(img)
+                    img.load()
+                    rgb = _to_rgb(img)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise NSTError(f"{p} is too large to decode safely (over {MAX_PIXELS:,} pixels); downscale it first") from exc
+    except UnidentifiedImageError as exc:
+        raise NSTError(f"{p} is not an image Pillow can read (corrupt, or not an image at all)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise NSTError(f"{p} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the file is truncated or corrupt") from exc
+    if max_size:
+        rgb = resize_pil(rgb, max_size)
+    return np.asarray(rgb, dtype=np.float32) / 255.0
+
+
+def fit_long_side(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """Return (height, width) scaled so the long side is `size`, keeping the aspect ratio."""
+    h, w = shape
+    s = size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def resize_pil(img: Image.Image, size: int) -> Image.Image:
+    """Return a PIL image resized (Lanczos) so its long side is `size`."""
+    h, w = fit_long_side((img.height, img.width), size)
+    return img.resize((w, h), Image.Resampling.LANCZOS) if (h, w) != (img.height, img.width) else img
+
+
+def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Return an HxWx3 float image resized to long side `size`, or to exactly (height, width)."""
+    hw = fit_long_side(image.shape[:2], size) if isinstance(size, int) else tuple(size)
+    if hw == image.shape[:2]:
+        return image.astype(np.float32)
+    chans = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(hw[::-1], Image.Resampling.LANCZOS)
+             for c in range(image.shape[-1])]
+    return np.clip(np.stack([np.asarray(c) for c in chans], -1), 0.0, 1.0).astype(np.float32)
+
+
+def preprocess(image):
+    """Return VGG19 input (BGR, 0..255, ImageNet mean removed) from RGB floats in [0, 1]; works on NumPy or TF."""
+    return image[..., ::-1] * 255.0 - VGG_MEAN_BGR
+
+
+def deprocess(x):
+    """Return RGB floats in [0, 1] scale from VGG19 input; the exact inverse of `preprocess` (no clipping)."""
+    return (x + VGG_MEAN_BGR)[..., ::-1] / 255.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Return an HxWx3 uint8 array from floats in [0, 1] (clipped, rounded)."""
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim == 4:
+        a = a[0]
+    return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Return `path` after `write(file)` filled a temp file beside it that then replaced `path` in one rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """Return `path` after writing `image` ([0, 1] floats) there as PNG atomically."""
+    return atomic_write(path, lambda f: Image.fromarray(to_uint8(image)).save(f, format="PNG"))
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Return `path` after writing `text` there atomically."""
+    return atomic_write(path, lambda f: f.write(text.encode()))

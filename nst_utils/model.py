@@ -1,0 +1,94 @@
+"""A frozen VGG19 feature extractor that returns named layer outputs, built only as deep as needed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from . import weights as weights_mod
+from .errors import NSTError
+from .images import preprocess
+
+# (block, number of 3x3 convolutions, channels) of VGG19 without its classifier.
+BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
+CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, n, _ in BLOCKS for i in range(1, n + 1))
+LAYERS = tuple(name for b, n, _ in BLOCKS for name in [f"block{b}_conv{i}" for i in range(1, n + 1)] + [f"block{b}_pool"])
+CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1)} | {f"block{b}_pool": c for b, _, c in BLOCKS}
+POOLINGS = ("max", "avg")
+
+
+def check_layers(names: Sequence[str]) -> tuple[str, ...]:
+    """Return `names` as a tuple if all are VGG19 layer names, else raise an error listing the valid ones."""
+    bad = [n for n in names if n not in LAYERS]
+    if bad:
+        raise NSTError(f"unknown VGG19 layer(s) {', '.join(map(repr, bad))}; valid: {', '.join(LAYERS)}")
+    if not names:
+        raise NSTError("no layers given; choose from " + ", ".join(CONV_LAYERS))
+    return tuple(names)
+
+
+def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Return {conv layer: (kernel, bias)} read from the Keras h5 file, checking every shape."""
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for name in names:
+                if name not in f:
+                    raise NSTError(f"{path} has no layer {name}: not the VGG19 notop weights file")
+                g = f[name]
+                wnames = [w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]]
+                kernel, bias = (np.asarray(g[w], dtype=np.float32) for w in wnames)
+                cin = 3 if name == "block1_conv1" else None
+                if kernel.shape[:2] != (3, 3) or kernel.shape[3] != CHANNELS[name] or (cin and kernel.shape[2] != cin):
+                    raise NSTError(f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's")
+                out[name] = (kernel, bias)
+    except (OSError, KeyError, ValueError) as exc:
+        raise NSTError(f"{path} is not a readable VGG19 h5 weights file ({exc})") from exc
+    return out
+
+
+def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max") -> tf.keras.Model:
+    """Return a frozen Keras VGG19 taking preprocessed BGR input, built up to the deepest of `outputs`."""
+    outputs = check_layers(outputs)
+    if pooling not in POOLINGS:
+        raise NSTError(f"unknown pooling {pooling!r}; choose max or avg")
+    deepest = max(LAYERS.index(n) for n in outputs)
+    path = weights_mod.resolve(weights)
+    convs = [n for n in LAYERS[: deepest + 1] if "conv" in n]
+    params = _read_weights(path, convs)
+    x = inp = tf.keras.Input(shape=(None, None, 3), name="vgg_input")
+    tensors = {}
+    for name in LAYERS[: deepest + 1]:
+        if "conv" in name:
+            layer = tf.keras.layers.Conv2D(CHANNELS[name], 3, padding="same", activation="relu", name=name)
+        else:
+            pool = tf.keras.layers.MaxPooling2D if pooling == "max" else tf.keras.layers.AveragePooling2D
+            layer = pool(2, strides=2, name=name)
+        x = layer(x)
+        if name in params:
+            layer.set_weights(list(params[name]))
+        tensors[name] = x
+    model = tf.keras.Model(inp, {n: tensors[n] for n in outputs}, name=f"vgg19_to_{LAYERS[deepest]}")
+    model.trainable = False
+    return model
+
+
+class FeatureExtractor:
+    """Maps RGB images in [0, 1] (batch, H, W, 3) to a dict of VGG19 activations for the chosen layers."""
+
+    def __init__(self, layers: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max"):
+        self.layers = check_layers(list(dict.fromkeys(layers)))
+        self.pooling = pooling
+        self.model = build_vgg19(self.layers, weights, pooling)
+
+    def __call__(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Return {layer name: activation} for a batch of RGB images in [0, 1]."""
+        return self.model(preprocess(tf.convert_to_tensor(image, tf.float32)), training=False)
+
+    def covers(self, layers: Sequence[str], pooling: str = "max") -> bool:
+        """Return True if this extractor already outputs all of `layers` with the given pooling."""
+        return pooling == self.pooling and set(layers) <= set(self.layers)

@@ -1,0 +1,86 @@
+"""Figures: images side by side, loss curves, labelled grids; every figure titled and labelled."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY") and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")  # headless scripts and tests; notebooks keep their inline backend
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .images import atomic_write, to_uint8  # noqa: E402
+
+TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "total": "black"}
+
+
+def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None,
+                height: float = 3.5) -> plt.Figure:
+    """Return a figure with the images in one row, each titled, axes hidden."""
+    ratios = [img.shape[-2] / img.shape[-3] for img in images]
+    fig, axes = plt.subplots(1, len(images), figsize=(height * sum(ratios) + 0.2, height + 0.6),
+                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    for ax, img, title in zip(axes[0], images, titles):
+        ax.imshow(to_uint8(img))
+        ax.set_title(title)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: dict[str, Sequence[float]], title: str = "Loss terms per step", ax: plt.Axes | None = None,
+                 label_prefix: str = "") -> plt.Figure:
+    """Return a figure of each weighted loss term per step on a log scale."""
+    fig, ax = (plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax))
+    for term, values in history.items():
+        if len(values) and max(values) > 0:
+            ax.plot(np.arange(1, len(values) + 1), values, label=f"{label_prefix}{term}", color=TERM_COLORS.get(term),
+                    lw=2 if term == "total" else 1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step (loss evaluation)")
+    ax.set_ylabel("weighted loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str],
+               title: str, xlabel: str | None = None, ylabel: str | None = None, cell: float = 2.4) -> plt.Figure:
+    """Return a figure of images in rows and columns with row and column labels and a title."""
+    rows, cols = len(images), len(images[0])
+    h, w = images[0][0].shape[-3:-1]
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols * w / h + 1.0, cell * rows + 1.0), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(to_uint8(images[r][c]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=10)
+    fig.suptitle(title, fontweight="bold")
+    if xlabel:
+        fig.supxlabel(xlabel)
+    if ylabel:
+        fig.supylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Return `path` after saving the figure there (PNG) atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -1,0 +1,55 @@
+"""Shared fixtures: real VGG19 weights, a shared feature extractor, synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+# A checkout with ../shared beside it (CI, developers) uses the local copies; elsewhere they resolve as for users.
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("NST_VGG19_WEIGHTS", str(SHARED / "weights" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"))
+if (SHARED / "data" / "images").is_dir():
+    os.environ.setdefault("NST_DATA_DIR", str(SHARED / "data" / "images"))
+
+import nst_utils  # noqa: E402  (after the environment is set)
+from nst_utils import weights  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    """Return the verified path of the real VGG19 weights."""
+    return weights.resolve()
+
+
+@pytest.fixture(scope="session")
+def extractor(weights_path):
+    """Return one FeatureExtractor with the default content and style layers."""
+    return nst_utils.FeatureExtractor(nst_utils.CONTENT_LAYERS + nst_utils.STYLE_LAYERS, weights_path)
+
+
+def synthetic_image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Return a smooth-plus-texture RGB test image in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * x + seed), np.cos(5 * y - seed), np.sin(4 * (x + y))], -1) * 0.35 + 0.5
+    return np.clip(base + rng.normal(0, 0.08, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def content_image() -> np.ndarray:
+    """Return a synthetic 48x64 content image."""
+    return synthetic_image(48, 64, 1)
+
+
+@pytest.fixture
+def style_image() -> np.ndarray:
+    """Return a synthetic stripy 64x64 style image."""
+    img = synthetic_image(64, 64, 2)
+    img[::6] = [0.9, 0.2, 0.1]
+    return img

@@ -1,0 +1,37 @@
+"""The `nst` command end to end, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+
+def nst(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nst_utils", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_stylize_writes_png_of_requested_size(tmp_path):
+    out, log = tmp_path / "out" / "r.png", tmp_path / "h.json"
+    r = nst("stylize", "--size", "96", "--steps", "4", "-o", str(out), "--log", str(log), "-q")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size == (96, 50)  # japanese_garden is 960x498
+    hist = json.loads(log.read_text())
+    assert len(hist["history"]["total"]) == 4 and hist["config"]["size"] == 96
+    assert "wrote" in r.stdout and "peak memory" in r.stdout
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path):
+    r = nst("stylize", "--style-layers", "block9_conv1", "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "block5_conv1" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = nst("stylize", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "missing.jpg" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_info_and_help():
+    r = nst("info")
+    assert r.returncode == 0 and "VGG19 weights" in r.stdout and "TensorFlow" in r.stdout
+    r = nst("stylize", "--help")
+    assert r.returncode == 0 and "--optimizer" in r.stdout

@@ -1,0 +1,88 @@
+"""The engine: both optimisers lower the objective, seeds reproduce, the best image is kept."""
+
+import numpy as np
+import pytest
+
+from nst_utils import StyleConfig, stylize
+from nst_utils.optimize import initial_image
+
+
+@pytest.mark.parametrize("optimizer,steps", [("lbfgs", 15), ("adam", 15)])
+def test_optimizers_lower_the_objective(content_image, style_image, optimizer, steps):
+    r = stylize(content_image, style_image, size=64, steps=steps, optimizer=optimizer, progress=False)
+    h = r.history["total"]
+    assert len(h) == steps
+    assert r.best_loss == min(h)
+    assert min(h) < 0.5 * h[0], f"{optimizer}: {h[0]:.3g} -> {min(h):.3g}"
+    assert r.image.shape == (48, 64, 3) and 0 <= r.image.min() and r.image.max() <= 1
+    for term in ("content", "style", "tv"):
+        assert len(r.history[term]) == steps
+    assert r.history["content"][0] == pytest.approx(0.0, abs=1e-3)  # content init starts on the content
+
+
+def test_same_seed_same_output(content_image, style_image):
+    kw = dict(size=64, steps=6, init="noise", seed=7, progress=False)
+    a, b = stylize(content_image, style_image, **kw), stylize(content_image, style_image, **kw)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.history == b.history
+    c = stylize(content_image, style_image, **{**kw, "seed": 8})
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_inits(content_image, style_image):
+    cfg = StyleConfig(size=64, init="style")
+    assert initial_image(cfg, content_image, style_image).shape == content_image.shape
+    noise = initial_image(cfg.replace(init="noise", seed=1), content_image, style_image)
+    assert 0.4 < noise.mean() < 0.6 and noise.std() > 0.2
+
+
+def test_callback_sees_every_step_and_can_stop(content_image, style_image):
+    seen = []
+
+    def cb(step, image, terms):
+        seen.append((step, terms["total"]))
+        return step == 4
+
+    r = stylize(content_image, style_image, size=64, steps=20, progress=False, callback=cb)
+    assert [s for s, _ in seen] == [1, 2, 3, 4] and r.steps == 4
+    assert r.message == "stopped by callback"
+
+
+def test_interrupt_keeps_best_image(content_image, style_image):
+    def cb(step, image, terms):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    r = stylize(content_image, style_image, size=64, steps=20, optimizer="adam", progress=False, callback=cb)
+    assert r.interrupted and r.steps == 5 and r.best_loss == min(r.history["total"])
+
+
+def test_nan_loss_stops_and_keeps_last_good_image(content_image, style_image):
+    def cb(step, image, terms):
+        if step == 3:
+            obj_weights["poison"] = True
+
+    obj_weights = {}
+    import nst_utils.optimize as opt
+
+    real = opt.build_objective
+
+    def poisoned(*a, **k):
+        obj = real(*a, **k)
+        inner = obj.value_and_grad
+
+        def vg(img):
+            terms, g = inner(img)
+            if obj_weights.get("poison"):
+                terms = dict(terms, total=terms["total"] * float("nan"))
+            return terms, g
+
+        obj.value_and_grad = vg
+        return obj
+
+    opt.build_objective = poisoned
+    try:
+        r = stylize(content_image, style_image, size=64, steps=10, progress=False, callback=cb)
+    finally:
+        opt.build_objective = real
+    assert r.steps == 3 and "loss became nan" in r.message and np.isfinite(r.image).all()
