@@ -6,14 +6,16 @@ import argparse
 import json
 import os
 import resource
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from .errors import NSTError
 
-EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT / SIGTERM
 
 
 def _positive_int(text: str) -> int:
@@ -38,12 +40,45 @@ def _weight(text: str) -> float:
     return v
 
 
+def _positive_float(text: str) -> float:
+    """Return `text` as a finite float > 0 (argparse type)."""
+    v = _weight(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    return v
+
+
+def add_control_args(s: argparse.ArgumentParser) -> None:
+    """Add the control flags (several styles, colour, scale, layer weights, progress, resume, mask) to `s`."""
+    from .config import PRESERVE_COLORS
+
+    g = s.add_argument_group("controls")
+    g.add_argument("--style", dest="styles", nargs="+", metavar="STYLE", help="one or more style images (instead of the positional STYLE)")
+    g.add_argument("--style-blend", nargs="+", type=_weight, metavar="W", help="one blend weight per style image (normalised; default equal)")
+    g.add_argument("--preserve-colors", choices=PRESERVE_COLORS, help="keep the content's colours: luminance-only transfer, or match the style's colour histogram (mean/covariance) to the content first")
+    g.add_argument("--style-scale", type=_positive_float, default=1.0, help="style images' long side relative to --size (default: %(default)s)")
+    g.add_argument("--style-layer-weight-exp", type=_positive_float, metavar="E", help="weigh style layer i by E**i (normalised); E > 1 favours deep layers")
+    g.add_argument("--style-mask", metavar="MASK", help="grey mask image: style 1 where white, style 2 where black (one style: styled only where white)")
+    g.add_argument("--save-every", type=_positive_int, metavar="N", help="write the current image every N steps next to the output (OUT_0010.png)")
+    g.add_argument("--plot", metavar="LOSSES.png", help="write a plot of each loss term per step at the end")
+    g.add_argument("--checkpoint", metavar="CKPT.npz", help="where Ctrl-C writes the run's checkpoint (default: OUT.ckpt.npz beside the output)")
+    g.add_argument("--resume", metavar="CKPT.npz", help="continue an interrupted run from its checkpoint (its images and settings; --steps sets the new total)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2."""
+
+    def error(self, message: str) -> None:
+        """Print one line saying what is wrong and where to look, then exit 2 (never returns)."""
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for `nst`."""
     from .config import CONTENT_LAYERS, INITS, OPTIMIZERS, STYLE_LAYERS, StyleConfig
 
     d = StyleConfig.__dataclass_fields__
-    p = argparse.ArgumentParser(prog="nst", description="Neural style transfer (Gatys et al. 2015) with VGG19.")
+    p = _Parser(prog="nst", description="Neural style transfer (Gatys et al. 2015) with VGG19.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -68,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="path to the VGG19 notop h5 file (default: $NST_VGG19_WEIGHTS, then the Keras cache, then download)")
     s.add_argument("--log", metavar="HISTORY.json", help="write the config, timings and each loss term per step as JSON")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_control_args(s)
 
     f = sub.add_parser("fetch", help="download the default images and the VGG19 weights for offline use")
     f.add_argument("--all", action="store_true", help="fetch every image in the registry, not just the defaults")
@@ -87,6 +123,9 @@ def ensure_writable(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".nst-write-check-"):
             pass
     except OSError as exc:
+        blocker = next((a for a in p.parents if a.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise NSTError(f"cannot write {p}: {blocker} is a file, not a folder; choose another --output") from exc
         raise NSTError(f"cannot write to {p.parent} ({exc.strerror or exc}); choose another --output") from exc
     return p
 
@@ -99,19 +138,32 @@ def peak_memory_mb() -> float:
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Run one stylization from the command line; return the exit code."""
     from .config import StyleConfig
-    from .images import save_image, write_text
+    from .images import write_text
     from .optimize import stylize
 
     t0 = time.perf_counter()
     config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, beta=args.beta,
                          tv=args.tv, content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
                          style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
-                         init=args.init, seed=args.seed, pooling=args.pooling, learning_rate=args.lr)
+                         init=args.init, seed=args.seed, pooling=args.pooling, learning_rate=args.lr,
+                         style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
+                         style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
     out = ensure_writable(args.output)
-    if args.log:
-        ensure_writable(args.log)
-    result = stylize(args.content, args.style, config, progress=not args.quiet, weights=args.weights)
-    save_image(result.image, out)
+    for extra in (args.log, args.plot):
+        if extra:
+            ensure_writable(extra)
+    if args.styles and args.style:
+        raise NSTError("give the style images either positionally or with --style, not both")
+    controls = dict(output=out, save_every=args.save_every, plot=args.plot, checkpoint=args.checkpoint)
+    if args.resume:
+        if args.content or args.style or args.styles or args.style_mask:
+            raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
+        steps = {} if args.steps == StyleConfig.__dataclass_fields__["steps"].default else {"steps": args.steps}
+        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, **controls, **steps)
+        config = result.config
+    else:
+        result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,
+                         style_mask=args.style_mask, **controls)
     if args.log:
         write_text(json.dumps({"config": config.to_dict(), "timings": result.timings, "best_loss": result.best_loss,
                                "interrupted": result.interrupted, "message": result.message,
@@ -161,18 +213,35 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `nst`; return the process exit code."""
     args = build_parser().parse_args(argv)
     command = {"stylize": cmd_stylize, "fetch": cmd_fetch, "info": cmd_info}[args.command]
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame) -> None:
+        """Raise KeyboardInterrupt so a `kill` (SIGTERM) keeps the best image like Ctrl-C does."""
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
-        return command(args)
+        code = command(args)
+        return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
     except NSTError as exc:
         if args.debug:
             raise
         print(f"nst: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("nst: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print("nst: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except MemoryError:
         if args.debug:
             raise
         print("nst: error: out of memory; try a smaller --size", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # TensorFlow's out-of-memory (GPU or host allocator) is a user problem too
+        if args.debug or type(exc).__name__ != "ResourceExhaustedError":
+            raise
+        print(f"nst: error: out of memory ({str(exc).splitlines()[0][:120]}); try a smaller --size", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)

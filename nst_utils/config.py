@@ -13,6 +13,7 @@ STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 SEED_STYLE_LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")  # the original write-up's three
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
+PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class StyleConfig:
     seed: int | None = 0
     pooling: str = "max"
     learning_rate: float = 0.02
+    style_blend: tuple[float, ...] | None = None  # one weight per style image, normalised; None: equal
+    style_scale: float = 1.0  # style images' long side = style_scale * size
+    style_layer_weight_exp: float | None = None  # layer i weighs exp**i (normalised), as anishathalye/neural-style
+    preserve_colors: str | None = None  # None, "luminance" or "histogram"
+    scales: tuple[int, ...] = ()  # coarse-to-fine: long sides optimised first (ascending, each < size); () is off
+    scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,10 +72,43 @@ class StyleConfig:
             if any(not math.isfinite(x) or x < 0 for x in w) or sum(w) == 0:
                 raise NSTError(f"style layer weights must be finite, >= 0 and not all 0, got {w}")
             object.__setattr__(self, "style_layer_weights", w)
+        self._check_controls()
+        self._check_scales()
+
+    def _check_scales(self) -> None:
+        """Validate the coarse-to-fine schedule: ascending long sides from 16 px up to below `size`."""
+        sc = tuple(self.scales or ())
+        if any(not isinstance(x, int) or isinstance(x, bool) for x in sc):
+            raise NSTError(f"scales must be whole numbers of px, got {self.scales!r}")
+        if sc and (list(sc) != sorted(set(sc)) or sc[0] < 16 or sc[-1] >= self.size):
+            raise NSTError(f"scales must be ascending long sides from 16 px up to below size {self.size}, got {sc}")
+        if not isinstance(self.scale_steps, int) or isinstance(self.scale_steps, bool) or self.scale_steps <= 0:
+            raise NSTError(f"scale_steps must be a positive integer, got {self.scale_steps!r}")
+        object.__setattr__(self, "scales", sc)
+
+    def _check_controls(self) -> None:
+        """Validate the control fields (blend, style scale, layer weight exponent, colour preservation)."""
+        if self.style_blend is not None:
+            b = tuple(float(x) for x in self.style_blend)
+            if not b or any(not math.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
+                raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
+            object.__setattr__(self, "style_blend", b)
+        if not isinstance(self.style_scale, (int, float)) or not math.isfinite(self.style_scale) or self.style_scale <= 0:
+            raise NSTError(f"style_scale must be a finite number > 0, got {self.style_scale!r}")
+        if self.style_layer_weight_exp is not None:
+            e = self.style_layer_weight_exp
+            if not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
+                raise NSTError(f"style_layer_weight_exp must be a finite number > 0, got {e!r}")
+            if self.style_layer_weights is not None:
+                raise NSTError("give either style_layer_weights or style_layer_weight_exp, not both")
+        if self.preserve_colors is not None and self.preserve_colors not in PRESERVE_COLORS:
+            raise NSTError(f"unknown preserve_colors {self.preserve_colors!r}; choose one of {', '.join(PRESERVE_COLORS)}")
 
     def layer_weights(self) -> tuple[float, ...]:
-        """Return the per-style-layer weights normalised to sum to 1 (equal by default)."""
+        """Return the per-style-layer weights normalised to sum to 1 (equal by default, exp**i with an exponent)."""
         w = self.style_layer_weights or (1.0,) * len(self.style_layers)
+        if self.style_layer_weight_exp is not None and self.style_layer_weights is None:
+            w = tuple(float(self.style_layer_weight_exp) ** i for i in range(len(self.style_layers)))
         return tuple(x / sum(w) for x in w)
 
     def replace(self, **changes) -> "StyleConfig":

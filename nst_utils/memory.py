@@ -1,0 +1,163 @@
+"""Memory: estimate what a run needs from the image size and refuse, with the largest size that fits, before starting.
+
+The model (calibrated on CPU against the peak RSS of `nst stylize` at several sizes, see `estimate_bytes`):
+
+    peak = BASE + ACTIVATION_FACTOR * (VGG19 activations up to the deepest layer, float32)
+                + (2 * maxcor + LBFGS_EXTRA_VECTORS) * 3HW * 8 bytes        (L-BFGS history, float64)
+
+`BASE` is TensorFlow, the VGG19 weights and Python; ACTIVATION_FACTOR covers what the forward pass keeps for the
+backward pass (convolution inputs and ReLU outputs), the gradients flowing back, and the style image's forward pass.
+Both share the same H*W scaling, so they were fitted together: peak RSS of `nst stylize` (L-BFGS, default layers, CPU,
+TF 2.21, square images) measured 811 MiB at 128 px, 973 MiB at 256 px, 1347 MiB at 384 px and 2336 MiB at 640 px after
+4 steps, and 1084 MiB at 256 px and 1492 MiB at 384 px after 30 steps, once the L-BFGS history is full; the model
+gives 842, 1118, 1578 and 3049 MiB: 3-6 % above the full-history peaks, up to 30 % above the 4-step ones. GPU runs keep activations on the device and are not checked here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import NSTError
+
+MIB = 1 << 20
+BASE_BYTES = 750 * MIB  # TensorFlow + VGG19 weights + interpreter (the fit's intercept)
+ACTIVATION_FACTOR = 3.6  # bytes kept per activation byte (forward kept for backward + gradients + transients)
+LBFGS_EXTRA_VECTORS = 12  # scipy L-BFGS-B work arrays besides the 2*maxcor history, each 3HW float64
+ADAM_VECTORS = 6  # image, two moments, gradient, copies; float32
+SAFETY = 0.9  # use at most this share of the available memory
+SKIP_ENV = "NST_NO_MEMORY_CHECK"
+
+
+def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
+    """Return the number of float activations VGG19 produces for one HxW image up to the deepest of `layers`."""
+    from .model import BLOCKS, LAYERS
+
+    deepest = max(LAYERS.index(n) for n in layers)
+    total, h, w, i = 0, height, width, 0
+    for _, convs, channels in BLOCKS:
+        for _ in range(convs):
+            if i > deepest:
+                return total
+            total += h * w * channels
+            i += 1
+        if i > deepest:
+            return total
+        h, w = h // 2, w // 2
+        total += h * w * channels  # pooling output
+        i += 1
+    return total
+
+
+def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None, optimizer: str = "lbfgs",
+                   maxcor: int = 20, batch: int = 1) -> int:
+    """Return the estimated peak resident memory in bytes of a run producing an HxW image."""
+    from .config import CONTENT_LAYERS, STYLE_LAYERS
+
+    layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
+    acts = activation_elements(height, width, layers) * 4 * batch
+    pixels = height * width * 3 * batch
+    opt = (2 * maxcor + LBFGS_EXTRA_VECTORS) * pixels * 8 if optimizer == "lbfgs" else ADAM_VECTORS * pixels * 4
+    return int(BASE_BYTES + ACTIVATION_FACTOR * acts + opt)
+
+
+def _cgroup_free() -> int | None:
+    """Return the bytes left under this process's cgroup (v2 or v1) memory limit, or None if unlimited."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            text = Path(limit).read_text().strip()
+            if text == "max" or int(text) >= 1 << 60:
+                return None
+            return max(0, int(text) - int(Path(usage).read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def available_bytes() -> int:
+    """Return the memory this process can still use: the system's available memory, capped by a cgroup limit."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    cg = _cgroup_free()
+    return min(free, cg) if cg is not None else free
+
+
+def _resident_bytes() -> int:
+    """Return this process's current resident memory in bytes."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def largest_size(shape: tuple[int, int], need_at, budget: int, upper: int) -> int:
+    """Return the largest long side <= `upper` (at least 16) whose estimate `need_at(h, w)` fits in `budget`, else 0."""
+    from .images import fit_long_side
+
+    lo, hi, best = 16, upper, 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if need_at(*fit_long_side(shape, mid)) <= budget:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def check(height: int, width: int, config) -> int:
+    """Return the estimated bytes for an HxW run with `config`, raising NSTError if it cannot fit in memory."""
+    layers = tuple(config.content_layers) + tuple(config.style_layers)
+    batch = 1
+
+    def need_at(h: int, w: int) -> int:
+        return estimate_bytes(h, w, layers, config.optimizer, batch=batch)
+
+    need = need_at(height, width)
+    if os.environ.get(SKIP_ENV):
+        return need
+    try:
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            return need  # activations live in GPU memory; TensorFlow reports its own out-of-memory error there
+    except Exception:  # no TensorFlow device query: check host memory as on CPU
+        pass
+    already = min(_resident_bytes(), BASE_BYTES)  # the part of BASE this process holds already
+    budget = int(available_bytes() * SAFETY) + already
+    if need <= budget:
+        return need
+    fits = largest_size((height, width), need_at, budget, max(height, width))
+    hint = f"use --size {fits} or less (the largest that fits now)" if fits else "free some memory"
+    raise NSTError(f"a {width}x{height} run needs about {need / 2**30:.1f} GiB of memory but only "
+                   f"{budget / 2**30:.1f} GiB is available; {hint}, or close other programs "
+                   f"(set {SKIP_ENV}=1 to skip this check)")
+
+
+def source_shape(source, size: int) -> tuple[int, int] | None:
+    """Return the (height, width) `source` (array, path, registry name or None for the default) will have at `size`, reading only a file's header; None if unknown."""
+    import numpy as np
+
+    from .images import fit_long_side
+
+    if hasattr(source, "shape"):
+        shape = tuple(np.shape(source))
+        return fit_long_side(shape[-3:-1], size) if len(shape) >= 3 else None
+    try:
+        from PIL import Image
+
+        from . import data
+
+        path = data.image_path(source if source is not None else data.default_images()[0])
+        with Image.open(path) as img:
+            w, h = img.size
+    except Exception:  # unreadable or missing: loading reports it properly a moment later
+        return None
+    return fit_long_side((h, w), size)
+
+
+def check_source(source, config) -> int:
+    """Return the estimated bytes of stylizing `source` with `config` (0 if its size is unknown), raising NSTError if it cannot fit."""
+    shape = source_shape(source, config.size)
+    return check(*shape, config) if shape else 0

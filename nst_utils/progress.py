@@ -1,0 +1,64 @@
+"""Progress outputs of a run: intermediate images every N steps, and the loss-curve plot at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .images import save_image
+
+
+def intermediate_path(output: str | os.PathLike, step: int) -> Path:
+    """Return the path of the image saved at `step` next to `output` (out.png -> out_0010.png)."""
+    p = Path(output)
+    return p.with_name(f"{p.stem}_{step:04d}{p.suffix or '.png'}")
+
+
+class SaveEvery:
+    """A stylize callback that writes the current image every `every` steps next to `output`, atomically."""
+
+    def __init__(self, every: int, output: str | os.PathLike, finish: Callable[[np.ndarray], np.ndarray] | None = None):
+        if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
+            from .errors import NSTError
+
+            raise NSTError(f"save_every must be a positive integer, got {every!r}")
+        self.every, self.output, self.finish = every, Path(output), finish
+        self.written: list[Path] = []
+
+    def __call__(self, step: int, image: np.ndarray, terms: dict) -> None:
+        """Save `image` if `step` is a multiple of `every`; never asks to stop."""
+        if step % self.every == 0:
+            img = self.finish(image) if self.finish else image
+            self.written.append(save_image(img, intermediate_path(self.output, step)))
+
+
+def chain(*callbacks: Callable | None, finish: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable | None:
+    """Return one callback calling each given one in turn on finish(image) (True if any asks to stop), or None."""
+    cbs = [c for c in callbacks if c is not None]
+    if not cbs:
+        return None
+    if len(cbs) == 1 and finish is None:
+        return cbs[0]
+
+    def each(step: int, image: np.ndarray, terms: dict) -> bool:
+        """Return True if any callback asks to stop."""
+        img = finish(image) if finish is not None else image
+        return any([bool(c(step, img, terms)) for c in cbs])
+
+    return each
+
+
+def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, title: str = "Loss terms per step") -> Path:
+    """Return `path` after writing a plot of each weighted loss term per step there (PNG, atomically)."""
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_history, save_figure
+
+    fig = plot_history(history, title=title)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

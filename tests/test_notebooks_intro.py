@@ -1,0 +1,52 @@
+"""Notebooks 01-04 run end to end at tiny sizes and produce their figures and numbers."""
+
+import re
+
+from nbrun import outputs_text, run_notebook
+
+
+def _figures(out, names):
+    for name in names:
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 5000, f"{name} missing or empty"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_01_load_vgg19(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("01_load_vgg19", tmp_path, SIZE=64, OUTPUT_DIR=str(out))
+    text = outputs_text(nb)
+    assert "md5:          253f8cb515780f3b799900260a226db6" in text and "verified:     True" in text
+    tables = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "| block5_conv2 | conv5_2 | conv 3x3 + ReLU | (2, 4, 512) |" in tables  # 64x33 image, computed
+    assert "| block1_conv1 | conv1_1 |  | yes | yes |" in tables
+    _figures(out, ["01_layer_shapes.png"])
+
+
+def test_02_images(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("02_images", tmp_path, SIZE=64, OUTPUT_DIR=str(out))
+    errors = [float(x) for x in re.findall(r"max abs round-trip error[^:]*: (\S+)", outputs_text(nb))]
+    assert len(errors) == 2 and max(errors) < 1e-4
+    _figures(out, ["02_content_and_style.png", "02_histograms.png", "02_round_trip.png"])
+
+
+def test_03_pick_layers(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("03_pick_layers", tmp_path, SIZE=48, STEPS=6, FEATURE_SIZE=64, N_MAPS=2, OUTPUT_DIR=str(out))
+    ratios = [float(x) for x in re.findall(r"\(([\d.]+)% of start, 6 steps\)", outputs_text(nb))]
+    assert len(ratios) == 10, "5 content and 5 style reconstructions"
+    assert all(r < 100 for r in ratios), ratios  # every reconstruction lowered its loss
+    _figures(out, ["03_feature_maps.png", "03_content_reconstructions.png", "03_content_losses.png",
+                   "03_style_reconstructions.png", "03_style_losses.png"])
+
+
+def test_04_losses(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("04_losses", tmp_path, SIZE=64, OUTPUT_DIR=str(out))
+    text = outputs_text(nb)
+    style_after, gram_size = map(float, re.search(r"shuffling positions: (\S+) \(mean squared Gram entry: (\S+)\)", text).groups())
+    content_after = float(re.search(r"content loss after shuffling positions: (\S+)", text).group(1))
+    assert style_after < 1e-6 * gram_size and content_after > 1.0
+    assert "total_variation = [6.]" in text
+    _figures(out, ["04_gram_heatmaps.png", "04_candidates.png", "04_loss_comparison.png"])

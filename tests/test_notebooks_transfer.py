@@ -1,0 +1,45 @@
+"""Notebooks 05-07 run top to bottom at tiny sizes and produce their figures and summaries."""
+
+import json
+
+from nbrun import outputs_text, run_notebook
+
+
+
+def _run(name, tmp_path, **params):
+    out = tmp_path / "outputs"
+    nb = run_notebook(name, tmp_path, OUTPUT_DIR=str(out), **params)
+    return nb, out
+
+
+def test_05_optimize(tmp_path):
+    nb, out = _run("05_optimize", tmp_path, SIZE=48, STEPS=8, PROGRESS_EVERY=4)
+    for f in ("result_image.png", "05_progress.png", "05_loss_terms.png", "05_lbfgs_vs_adam.png"):
+        assert (out / f).stat().st_size > 1000, f
+    summary = json.loads((out / "05_summary.json").read_text())
+    for run in ("lbfgs", "adam"):
+        assert summary[run]["best_loss"] < summary[run]["first_loss"], run
+        assert summary[run]["evaluations"] == 8
+    assert "Running on" in outputs_text(nb)
+
+
+def test_06_tune_alpha_beta(tmp_path):
+    nb, out = _run("06_tune_alpha_beta", tmp_path, SIZE=48, PRECOMPUTE_STEPS=3, REFINE_STEPS=2,
+                   RATIO_EXP_MIN=-7, RATIO_EXP_MAX=-5, SCALE_STEPS=3)
+    assert (out / "06_precomputed_ratios.png").stat().st_size > 1000
+    assert (out / "06_only_the_ratio_matters.png").stat().st_size > 1000
+    summary = json.loads((out / "06_summary.json").read_text())
+    assert summary["tracing_count"] == 2  # value_and_grad and loss_terms, each traced once
+    assert summary["diff_all_scaled"] < 1e-3
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for c in nb.cells for o in c.get("outputs", []))  # the slider panel was displayed
+
+
+def test_07_layer_comparison(tmp_path):
+    _, out = _run("07_layer_comparison", tmp_path, PAIR_SIZE=48, PAIR_STEPS=5, GRID_SIZE=32, GRID_STEPS=5)
+    assert (out / "07_block1_vs_block5.png").stat().st_size > 1000
+    assert (out / "07_gatys_fig3_grid.png").stat().st_size > 1000
+    summary = json.loads((out / "07_summary.json").read_text())
+    assert len(summary) == 2 + 5 * 4
+    assert all(s["best_loss"] <= s["first_loss"] for s in summary)  # the best is never worse than the start
+    assert sum(s["best_loss"] < s["first_loss"] for s in summary) >= 0.8 * len(summary)  # and most improved in 5 steps

@@ -1,0 +1,57 @@
+"""The fast path at tiny sizes: coarse-to-fine shapes and tracing, the benchmark end to end. No timed assertions."""
+
+import numpy as np
+import pytest
+
+from nst_utils import NSTError, StyleConfig, stylize
+from nst_utils import bench
+from nst_utils.multiscale import coarse_to_fine, with_detail
+
+
+def test_default_path_is_lbfgs_single_scale():
+    cfg = StyleConfig()
+    assert cfg.optimizer == "lbfgs" and cfg.scales == ()
+
+
+@pytest.mark.parametrize("bad", [(64, 32), (16, 16), (8,), (64,), (32.5,)])
+def test_scales_are_validated(bad):
+    with pytest.raises(NSTError):
+        StyleConfig(size=64, scales=bad)
+
+
+def test_with_detail_keeps_shape_and_range(content_image):
+    coarse = content_image[::2, ::2]
+    out = with_detail(coarse, content_image)
+    assert out.shape == content_image.shape and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() <= 1
+    np.testing.assert_allclose(with_detail(np.asarray(coarse), content_image).mean(), content_image.mean(), atol=0.05)
+
+
+def test_coarse_to_fine_returns_full_size_and_traces_once(content_image, style_image):
+    cfg = StyleConfig(size=64, scales=(24, 40), scale_steps=4)
+    history = []
+    x = coarse_to_fine(cfg, content_image, [style_image], content_image.copy(), history=history)
+    assert x.shape == content_image.shape and 0 <= x.min() and x.max() <= 1
+    assert [s for s, _ in history] == [24, 40] and all(np.isfinite(v) for _, v in history)
+    assert coarse_to_fine.objective.value_and_grad.experimental_get_tracing_count() == 1  # no retracing across scales
+
+
+def test_stylize_with_scales(content_image, style_image):
+    r = stylize(content_image, style_image, size=64, steps=6, scales=(32,), scale_steps=4, progress=False)
+    assert r.image.shape == content_image.shape and r.steps == 6
+    single = stylize(content_image, style_image, size=64, steps=6, progress=False)
+    # both histories are the same full-size objective: the coarse start differs from the content start
+    assert r.history["total"][0] != single.history["total"][0]
+
+
+def test_conv_gflop_matches_the_notes():
+    assert bench.conv_gflop(265, 512) == pytest.approx(200, rel=0.05)  # notes: ~200 GFLOP per evaluation at 265x512
+
+
+def test_bench_quick_runs_end_to_end(capsys):
+    assert bench.main(["--size", "48", "--baseline-steps", "4", "--fast-max-evals", "12"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("speedup ") and out[-1].endswith("x")
+    float(out[-1].split()[1][:-1])
+    assert any(line.startswith("baseline time") for line in out)
+    assert any(line.startswith("peak memory") for line in out)
