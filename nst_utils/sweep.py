@@ -237,7 +237,10 @@ class _Lockstep:
 
 def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, maxcor: int = 20) -> None:
     """Minimise every image with its own scipy L-BFGS-B (as `stylize` does); one batched evaluation per step."""
-    _Lockstep(batch, x0, steps, tracker, maxcor).run()
+    from .blas import single_threaded_blas  # as in optimize.run_lbfgs: spinning OpenBLAS threads take TF's cores
+
+    with single_threaded_blas():
+        _Lockstep(batch, x0, steps, tracker, maxcor).run()
 
 
 def _run_adam(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, learning_rate: float) -> None:

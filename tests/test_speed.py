@@ -55,3 +55,15 @@ def test_bench_quick_runs_end_to_end(capsys):
     float(out[-1].split()[1][:-1])
     assert any(line.startswith("baseline time") for line in out)
     assert any(line.startswith("peak memory") for line in out)
+
+
+def test_single_threaded_blas_restores_thread_counts():
+    import scipy.optimize  # noqa: F401  (loads scipy's OpenBLAS)
+
+    from nst_utils.blas import _libraries, single_threaded_blas
+
+    libs = _libraries()
+    before = [get() for get, _ in libs]
+    with single_threaded_blas():
+        assert all(get() == 1 for get, _ in libs)
+    assert [get() for get, _ in libs] == before

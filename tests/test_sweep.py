@@ -61,8 +61,9 @@ def test_batched_lbfgs_matches_stylize(content_image, style_image):
     # amplifies over the run: measured at most 6e-4 relative on the loss history and 4e-3 on the
     # pixels after 20 evaluations (one of the two images matched exactly), hence rtol 1e-2 / atol 3e-2.
     kw = dict(size=64, steps=20, optimizer="lbfgs", progress=False)
-    batched = sweep(content_image, style_image, settings=ratio_settings(RATIOS), **kw)
-    for r, setting in zip(batched, ratio_settings(RATIOS)):
+    settings = ratio_settings(RATIOS)
+    batched = sweep(content_image, style_image, settings=settings, **kw)
+    for r, setting in zip(batched, settings):
         ref = stylize(content_image, style_image, alpha=setting["alpha"], beta=setting["beta"], **kw)
         assert r.steps == ref.steps == 20
         np.testing.assert_allclose(r.history["total"], ref.history["total"], rtol=1e-2)
@@ -71,6 +72,9 @@ def test_batched_lbfgs_matches_stylize(content_image, style_image):
         # and the loss goes down substantially (measured to 1.4-3.4% of the start in 20 evaluations)
         assert r.best_loss < 0.1 * r.history["total"][0], (setting, r.best_loss, r.history["total"][0])
         assert r.config.beta == pytest.approx(setting["beta"])
+        if setting is settings[0]:  # a batch of one has no batched rounding: it is exactly stylize
+            (one,) = sweep(content_image, style_image, settings=[setting], **kw)
+            assert one.history["total"] == ref.history["total"] and np.array_equal(one.image, ref.image)
 
 
 def test_lbfgs_sweep_stops_every_thread(monkeypatch, content_image, style_image):
