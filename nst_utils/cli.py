@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = StyleConfig.__dataclass_fields__
     p = _Parser(prog="nst", description="Neural style transfer (Gatys et al. 2015) with VGG19.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    debug = argparse.ArgumentParser(add_help=False)  # so `nst stylize ... --debug` works too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("stylize", help="restyle a content image like a style image",
+    s = sub.add_parser("stylize", parents=[debug], help="restyle a content image like a style image",
                        description="Restyle CONTENT like STYLE. With no images, uses the two default images.")
     s.add_argument("content", nargs="?", help="content image path or registry name (default: japanese_garden.jpg)")
     s.add_argument("style", nargs="?", help="style image path or registry name (default: picasso_selfportrait.jpg)")
@@ -105,11 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_control_args(s)
 
-    f = sub.add_parser("fetch", help="download the default images and the VGG19 weights for offline use")
+    f = sub.add_parser("fetch", parents=[debug], help="download the default images and the VGG19 weights for offline use")
     f.add_argument("--all", action="store_true", help="fetch every image in the registry, not just the defaults")
     f.add_argument("--weights", help="use this weights file instead of downloading (checked by md5)")
 
-    sub.add_parser("info", help="show where the weights and images come from, TensorFlow version and devices")
+    sub.add_parser("info", parents=[debug], help="show where the weights and images come from, TensorFlow version and devices")
     return p
 
 

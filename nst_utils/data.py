@@ -45,13 +45,23 @@ def cache_dir() -> Path:
     return Path(pooch.os_cache("nst_utils"))
 
 
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Return the hex digest of a file with a hashlib algorithm (sha256, md5, ...)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest() if hasattr(hashlib, "file_digest") else _digest(f, algorithm)
+
+
+def _digest(f, algorithm: str) -> str:
+    """Return the hex digest of an open binary file, read in 1 MiB chunks (Python < 3.11)."""
+    h = hashlib.new(algorithm)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
 def sha256(path: str | os.PathLike) -> str:
     """Return the hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "sha256")
 
 
 def _verified(path: Path, expected: str) -> Path:

@@ -139,6 +139,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -146,9 +149,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return p
 
 
+def image_format(path: str | os.PathLike) -> str:
+    """Return the Pillow format for a file name's extension (PNG when unknown or missing)."""
+    return Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+
+
 def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Return `path` after writing `image` ([0, 1] floats) there as PNG atomically."""
-    return atomic_write(path, lambda f: Image.fromarray(to_uint8(image)).save(f, format="PNG"))
+    """Return `path` after writing `image` ([0, 1] floats) there atomically, as PNG unless the extension says otherwise."""
+    fmt = image_format(path)
+    extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    return atomic_write(path, lambda f: Image.fromarray(to_uint8(image)).save(f, format=fmt, **extra))
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -12,6 +11,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from .data import file_hash
 from .errors import NSTError
 
 FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -26,12 +26,8 @@ HOW_TO = (
 
 
 def md5(path: str | os.PathLike) -> str:
-    """Return the hex md5 of a file."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Return the hex md5 of a file (the hash Keras publishes for its weights)."""
+    return file_hash(path, "md5")
 
 
 def keras_cache() -> Path:

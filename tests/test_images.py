@@ -124,3 +124,17 @@ def test_save_is_atomic_and_readable(tmp_path):
         atomic_write(out, fail)
     assert np.abs(np.asarray(Image.open(out)) / 255 - img).max() <= 0.5 / 255 + 1e-6  # old file intact
     assert [p.name for p in out.parent.iterdir()] == ["o.png"]
+
+
+def test_save_follows_the_extension_and_usual_permissions(tmp_path):
+    img = np.random.default_rng(1).uniform(size=(8, 9, 3)).astype(np.float32)
+    for name, fmt in (("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.webp", "WEBP"), ("d.out", "PNG")):
+        out = save_image(img, tmp_path / name)
+        assert Image.open(out).format == fmt
+        assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
