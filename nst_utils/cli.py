@@ -112,6 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", help="use this weights file instead of downloading (checked by md5)")
 
     sub.add_parser("info", parents=[debug], help="show where the weights and images come from, TensorFlow version and devices")
+
+    w = sub.add_parser("sweep", parents=[debug], help="stylize one batch over several beta/alpha ratios (and style-layer sets)",
+                       description="One batched run: every beta/alpha ratio (columns) for every style-layer set (rows), "
+                                   "targets computed once; writes a labelled grid and each image.")
+    w.add_argument("content", nargs="?", help="content image (default: japanese_garden.jpg)")
+    w.add_argument("style", nargs="?", help="style image (default: picasso_selfportrait.jpg)")
+    w.add_argument("--ratios", nargs="+", type=_weight, default=[1e-7, 1e-6, 1e-5, 1e-4], metavar="R",
+                   help="beta/alpha ratios, one column each (default: %(default)s)")
+    w.add_argument("--cumulative-layers", action="store_true",
+                   help="one row per growing set of style layers (first layer, +second, ...), as Gatys et al. Fig. 3")
+    w.add_argument("-o", "--output", default="sweep.png", help="grid figure PNG (default: %(default)s)")
+    w.add_argument("--save-dir", help="also write each image here as r<row>_c<column>.png")
+    w.add_argument("--size", type=_positive_int, default=256, help="long side in px (default: %(default)s)")
+    w.add_argument("--steps", type=_positive_int, default=100, help="loss evaluations (default: %(default)s)")
+    w.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default, help="default: %(default)s")
+    w.add_argument("--alpha", type=_weight, default=d["alpha"].default, help="content weight (default: %(default)g)")
+    w.add_argument("--tv", type=_weight, default=d["tv"].default, help="total variation weight (default: %(default)g)")
+    w.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS), metavar="LAYER", help="default: %(default)s")
+    w.add_argument("--weights", help="path to the VGG19 notop h5 file")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -181,6 +201,36 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 1 if result.message.startswith("loss became") else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a batched sweep from the command line and write its grid; return the exit code."""
+    from .config import StyleConfig
+    from .images import save_image
+    from .plots import image_grid, save_figure
+    from .sweep import cumulative_layer_weights, grid_settings, sweep
+
+    out = ensure_writable(args.output)
+    config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, tv=args.tv,
+                         style_layers=tuple(args.style_layers))
+    n = len(config.style_layers)
+    rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
+    results = sweep(args.content, args.style, config, grid_settings(rows, args.ratios, args.alpha),
+                    progress=not args.quiet, weights=args.weights)
+    cols = len(args.ratios)
+    grid = [[results[r * cols + c].image for c in range(cols)] for r in range(len(rows))]
+    names = [config.style_layers[0]] + [f"+ {name}" for name in config.style_layers[1:]]
+    labels = names if args.cumulative_layers else ["all style layers"]
+    fig = image_grid(grid, labels, [f"beta/alpha = {r:.0e}" for r in args.ratios],
+                     title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
+                     xlabel="beta/alpha: more style to the right", ylabel="style layers" if args.cumulative_layers else None)
+    save_figure(fig, out)
+    if args.save_dir:
+        for i, r in enumerate(results):
+            save_image(r.image, Path(args.save_dir) / f"r{i // cols}_c{i % cols}.png")
+    print(f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
+          f"peak memory {peak_memory_mb():.0f} MiB")
+    return EXIT_INTERRUPTED if results[0].interrupted else 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download (or verify) the images and weights; return the exit code."""
     from . import data, weights
@@ -214,7 +264,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `nst`; return the process exit code."""
     args = build_parser().parse_args(argv)
-    command = {"stylize": cmd_stylize, "fetch": cmd_fetch, "info": cmd_info}[args.command]
+    command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
     terminated: list[int] = []
 
     def on_sigterm(signum: int, frame) -> None:

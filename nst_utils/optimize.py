@@ -153,9 +153,25 @@ class _Stop(Exception):
     """Raised inside scipy's loop to end the L-BFGS run early."""
 
 
-def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, maxcor: int = 20) -> None:
-    """Minimise with scipy's L-BFGS-B under [0, 1] pixel bounds for at most `steps` loss evaluations."""
+FIRST_STEP = 0.05  # L-BFGS-B's first trial step moves no pixel by more than this (see run_lbfgs)
+
+
+def first_step_scale(gradient: np.ndarray, first_step: float = FIRST_STEP) -> float:
+    """Return the divisor of the objective that makes L-BFGS-B's first (unit, raw-gradient) step move <= first_step."""
+    return max(float(np.abs(gradient).max()) / first_step, 1e-30) if first_step > 0 else 1.0
+
+
+def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, maxcor: int = 20,
+              first_step: float = FIRST_STEP) -> None:
+    """Minimise with scipy's L-BFGS-B under [0, 1] pixel bounds for at most `steps` loss evaluations.
+
+    With bounds on every pixel, L-BFGS-B's first trial step is the raw gradient, which for this loss pushes most
+    pixels to 0 or 1 and wastes the run's first evaluations undoing it. The objective handed to scipy is divided
+    by a constant chosen from the first gradient so that this first step moves no pixel by more than `first_step`;
+    L-BFGS is otherwise invariant to that scale (its Hessian estimate rescales after one step).
+    """
     shape = (1,) + x0.shape
+    scale: list[float] = []
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         if tracker.stop:
@@ -166,7 +182,10 @@ def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracke
             raise _Stop
         if len(tracker.history["total"]) >= steps:
             tracker.stop = True  # scipy may evaluate once more inside a line search; we stop here instead
-        return float(tf.reduce_sum(terms["total"])), grad.numpy().astype(np.float64).ravel()
+        g = grad.numpy().astype(np.float64).ravel()
+        if not scale:
+            scale.append(first_step_scale(g, first_step))
+        return float(tf.reduce_sum(terms["total"])) / scale[0], g / scale[0]
 
     from .blas import single_threaded_blas  # spinning OpenBLAS threads would take TensorFlow's cores
 

@@ -42,7 +42,7 @@ from . import data
 from .config import StyleConfig
 from .losses import Objective
 from .model import FeatureExtractor
-from .optimize import TERMS, Result, _Stop, as_image, build_objective, initial_image
+from .optimize import TERMS, first_step_scale, Result, _Stop, as_image, build_objective, initial_image
 from .images import resize
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
@@ -161,6 +161,7 @@ class _Lockstep:
         self.points = x0.reshape(n, -1).astype(np.float64)  # each image's latest point
         self.values = np.zeros(n)
         self.grads = np.zeros_like(self.points)
+        self.scale = np.zeros(n)  # each image's objective divisor, fixed at its first evaluation
         self.barrier = threading.Barrier(n + 1)  # the n workers and the calling thread
         self.halt = False  # stop now: callback, non-finite loss, interrupt or error; results not handed out
         self.spent = False  # the evaluation budget is spent: this result is handed out, the next call stops
@@ -178,7 +179,9 @@ class _Lockstep:
             raise _Stop from None
         if self.halt:
             raise _Stop
-        return float(self.values[i]), self.grads[i].copy()
+        if not self.scale[i]:  # the same first-step scaling as optimize.run_lbfgs, per image
+            self.scale[i] = first_step_scale(self.grads[i])
+        return float(self.values[i]) / self.scale[i], self.grads[i] / self.scale[i]
 
     def worker(self, i: int) -> None:
         """Minimise image i like optimize.run_lbfgs does (restarting from its best point if scipy stops early)."""
