@@ -14,7 +14,8 @@ def _run(name, tmp_path, **params):
 
 def test_05_optimize(tmp_path):
     nb, out = _run("05_optimize", tmp_path, SIZE=48, STEPS=8, PROGRESS_EVERY=4)
-    for f in ("result_image.png", "05_progress.png", "05_loss_terms.png", "05_lbfgs_vs_adam.png"):
+    for f in ("result_image.png", "05_progress.png", "05_loss_terms.png", "05_lbfgs_vs_adam.png",
+              "05_colour_preservation.png"):
         assert (out / f).stat().st_size > 1000, f
     summary = json.loads((out / "05_summary.json").read_text())
     for run in ("lbfgs", "adam"):
