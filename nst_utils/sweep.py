@@ -38,11 +38,11 @@ import scipy.optimize
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from . import data
 from .config import StyleConfig
+from .controls import prepare_inputs
 from .losses import Objective
 from .model import FeatureExtractor
-from .optimize import TERMS, first_step_scale, Result, _Stop, as_image, build_objective, initial_image
+from .optimize import TERMS, Result, _Stop, build_objective, first_step_scale, initial_image
 from .images import resize
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
@@ -279,14 +279,11 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
             raise ValueError(f"a sweep setting may only change {sorted(allowed)}, got {sorted(set(s) - allowed)}")
     configs = [config.replace(**s) for s in settings]
     t0 = time.perf_counter()
-    default_content, default_style = data.default_images()
-    content_img = as_image(content if content is not None else default_content, config.size)
-    styles = style if isinstance(style, list | tuple) else [style if style is not None else default_style]
-    style_imgs = [as_image(s, config.size) for s in styles]
+    inputs = prepare_inputs(config, content, style)  # the same loading, style scale, blend and colours as stylize
+    content_img, style_imgs = inputs.content, inputs.styles
     if config.seed is not None:
         tf.random.set_seed(config.seed)
-    batch = _Batch(config, configs, content_img, style_imgs, config.extra.get("style_blend"), weights,
-                   replica_devices(devices))
+    batch = _Batch(config, configs, content_img, style_imgs, inputs.blend, weights, replica_devices(devices))
     n = len(configs)
     if init_images is None:
         x0 = np.stack([initial_image(config, content_img, style_imgs[0])] * n)
@@ -314,7 +311,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     results = []
     for i, cfg in enumerate(configs):
         best = tracker.best_image[i] if tracker.best_image[i] is not None else x0[i]
-        results.append(Result(image=np.clip(best, 0.0, 1.0), history=tracker.history[i],
+        results.append(Result(image=inputs.finish(np.clip(best, 0.0, 1.0)), history=tracker.history[i],
                               best_loss=float(tracker.best_loss[i]) if math.isfinite(tracker.best_loss[i]) else math.inf,
                               config=cfg, timings=dict(timings), interrupted=interrupted, message=tracker.message))
     return results

@@ -128,3 +128,15 @@ def test_replica_devices_on_this_machine():
     assert sw.replica_devices(["/cpu:0"]) == ["/cpu:0"]
     if len(tf.config.list_logical_devices("GPU")) < 2:
         assert sw.replica_devices() == [None]
+
+
+def test_sweep_honours_colour_preservation_like_stylize(content_image, style_image):
+    """Sweeps prepare their inputs as stylize does: luminance mode gives back the content's chroma."""
+    from nst_utils.colour import rgb_to_yiq
+
+    (r,) = sweep(content_image, style_image, size=64, steps=4, preserve_colors="luminance", progress=False,
+                 settings=[{"beta": 1e-1}])
+    chroma_error = np.abs(rgb_to_yiq(r.image)[..., 1:] - rgb_to_yiq(content_image)[..., 1:])
+    assert chroma_error.mean() < 0.005  # only pixels clipped back into [0, 1] after recombining may differ
+    (plain,) = sweep(content_image, style_image, size=64, steps=4, progress=False, settings=[{"beta": 1e-1}])
+    assert np.abs(rgb_to_yiq(plain.image)[..., 1:] - rgb_to_yiq(content_image)[..., 1:]).mean() > 2 * chroma_error.mean()
