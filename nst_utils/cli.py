@@ -205,7 +205,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a batched sweep from the command line and write its grid; return the exit code."""
     from .config import StyleConfig
     from .images import save_image
-    from .plots import image_grid, save_figure
+    from .plots import cumulative_labels, save_figure, sweep_grid
     from .sweep import cumulative_layer_weights, grid_settings, sweep
 
     out = ensure_writable(args.output)
@@ -216,12 +216,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     results = sweep(args.content, args.style, config, grid_settings(rows, args.ratios, args.alpha),
                     progress=not args.quiet, weights=args.weights)
     cols = len(args.ratios)
-    grid = [[results[r * cols + c].image for c in range(cols)] for r in range(len(rows))]
-    names = [config.style_layers[0]] + [f"+ {name}" for name in config.style_layers[1:]]
-    labels = names if args.cumulative_layers else ["all style layers"]
-    fig = image_grid(grid, labels, [f"beta/alpha = {r:.0e}" for r in args.ratios],
+    labels = cumulative_labels(config.style_layers) if args.cumulative_layers else ["all style layers"]
+    fig = sweep_grid(results, args.ratios, labels,
                      title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
-                     xlabel="beta/alpha: more style to the right", ylabel="style layers" if args.cumulative_layers else None)
+                     ylabel="style layers" if args.cumulative_layers else None)
     save_figure(fig, out)
     if args.save_dir:
         for i, r in enumerate(results):

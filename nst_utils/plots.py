@@ -101,3 +101,17 @@ def compare_histories(histories: dict[str, dict[str, Sequence[float]]], term: st
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def sweep_grid(results: Sequence, ratios: Sequence[float], row_labels: Sequence[str], title: str,
+               xlabel: str = "beta/alpha: more style to the right", ylabel: str | None = None) -> plt.Figure:
+    """Return the labelled grid of a row-major sweep's images: one column per beta/alpha ratio, one row per label."""
+    n = len(ratios)
+    grid = [[results[r * n + c].image for c in range(n)] for r in range(len(row_labels))]
+    return image_grid(grid, row_labels, [f"beta/alpha = {r:.0e}" for r in ratios], title=title, xlabel=xlabel,
+                      ylabel=ylabel)
+
+
+def cumulative_labels(layers: Sequence[str]) -> list[str]:
+    """Return row labels for growing layer sets: the first layer, then '+ layer' for each added one."""
+    return [layers[0]] + [f"+ {name}" for name in layers[1:]]
