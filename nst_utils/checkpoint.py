@@ -62,12 +62,13 @@ def load(path: str | os.PathLike) -> Checkpoint:
     """Return the Checkpoint stored at `path`, or raise NSTError saying why it cannot be used."""
     p = Path(path)
     if not p.is_file():
-        raise NSTError(f"checkpoint {p} does not exist")
+        raise NSTError(f"checkpoint {p} does not exist; give the .ckpt.npz an interrupted run wrote (its path was printed)")
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("version") != VERSION:
-                raise NSTError(f"checkpoint {p} has version {meta.get('version')}, this nst_utils reads version {VERSION}")
+                raise NSTError(f"checkpoint {p} has version {meta.get('version')}, this nst_utils reads version {VERSION}; "
+                               "start a new run (its saved image can be passed as init_image)")
             inputs = Inputs(content=z["content"], styles=[z[f"style_{i}"] for i in range(meta["n_styles"])],
                             blend=tuple(meta["blend"]) if meta["blend"] else None,
                             mask=z["mask"] if "mask" in z else None,
@@ -78,7 +79,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     except NSTError:
         raise
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
-        raise NSTError(f"{p} is not a readable nst checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise NSTError(f"{p} is not a readable nst checkpoint ({type(exc).__name__}: {exc}); "
+                       "give the .ckpt.npz an interrupted run wrote, or start a new run") from exc
 
 
 def snapshot(tracker, config: StyleConfig, inputs: Inputs, x0: np.ndarray) -> Checkpoint:

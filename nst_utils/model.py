@@ -38,16 +38,16 @@ def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np
         with h5py.File(path, "r") as f:
             for name in names:
                 if name not in f:
-                    raise NSTError(f"{path} has no layer {name}: not the VGG19 notop weights file")
+                    raise NSTError(f"{path} has no layer {name}: not the VGG19 notop weights file; {weights_mod.HOW_TO}")
                 g = f[name]
                 wnames = [w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]]
                 kernel, bias = (np.asarray(g[w], dtype=np.float32) for w in wnames)
                 cin = 3 if name == "block1_conv1" else None
                 if kernel.shape[:2] != (3, 3) or kernel.shape[3] != CHANNELS[name] or (cin and kernel.shape[2] != cin):
-                    raise NSTError(f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's")
+                    raise NSTError(f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's; {weights_mod.HOW_TO}")
                 out[name] = (kernel, bias)
     except (OSError, KeyError, ValueError) as exc:
-        raise NSTError(f"{path} is not a readable VGG19 h5 weights file ({exc})") from exc
+        raise NSTError(f"{path} is not a readable VGG19 h5 weights file ({exc}); {weights_mod.HOW_TO}") from exc
     return out
 
 
