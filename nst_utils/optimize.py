@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_mod
@@ -187,10 +188,9 @@ def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracke
             scale.append(first_step_scale(g, first_step))
         return float(tf.reduce_sum(terms["total"])) / scale[0], g / scale[0]
 
-    from .blas import single_threaded_blas  # spinning OpenBLAS threads would take TensorFlow's cores
 
     try:
-        with single_threaded_blas():
+        with threadpool_limits(limits=1, user_api="blas"):  # spinning BLAS threads take TF's cores
             while not tracker.stop:
                 left = steps - len(tracker.history["total"])
                 start = tracker.best_image if tracker.best_image is not None else x0

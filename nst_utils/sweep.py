@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .config import StyleConfig
@@ -240,9 +241,8 @@ class _Lockstep:
 
 def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, maxcor: int = 20) -> None:
     """Minimise every image with its own scipy L-BFGS-B (as `stylize` does); one batched evaluation per step."""
-    from .blas import single_threaded_blas  # as in optimize.run_lbfgs: spinning OpenBLAS threads take TF's cores
 
-    with single_threaded_blas():
+    with threadpool_limits(limits=1, user_api="blas"):  # spinning BLAS threads take TF's cores
         _Lockstep(batch, x0, steps, tracker, maxcor).run()
 
 

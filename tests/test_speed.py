@@ -57,13 +57,17 @@ def test_bench_quick_runs_end_to_end(capsys):
     assert any(line.startswith("peak memory") for line in out)
 
 
-def test_single_threaded_blas_restores_thread_counts():
-    import scipy.optimize  # noqa: F401  (loads scipy's OpenBLAS)
+def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, style_image):
+    import scipy.optimize  # noqa: F401  (loads scipy's BLAS)
+    from threadpoolctl import threadpool_info
 
-    from nst_utils.blas import _libraries, single_threaded_blas
+    from nst_utils import stylize
 
-    libs = _libraries()
-    before = [get() for get, _ in libs]
-    with single_threaded_blas():
-        assert all(get() == 1 for get, _ in libs)
-    assert [get() for get, _ in libs] == before
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before, seen = blas_threads(), []
+    stylize(content_image, style_image, size=48, steps=3, progress=False,
+            callback=lambda step, image, terms: seen.append(blas_threads()))
+    assert seen and all(all(n == 1 for n in counts) for counts in seen)
+    assert blas_threads() == before
