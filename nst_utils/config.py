@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from .errors import NSTError
-from .model import POOLINGS, check_layers
+from .model import POOLINGS, PRECISIONS, check_layers
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
@@ -39,6 +39,7 @@ class StyleConfig:
     preserve_colors: str | None = None  # None, "luminance" or "histogram"
     scales: tuple[int, ...] = ()  # coarse-to-fine: long sides optimised first (ascending, each < size); () is off
     scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
+    precision: str = "auto"  # VGG19 convolutions: "float32", "bfloat16", or "auto" (bfloat16 where it runs faster)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +64,8 @@ class StyleConfig:
             raise NSTError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         if self.pooling not in POOLINGS:
             raise NSTError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.precision not in PRECISIONS:
+            raise NSTError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "content_layers", check_layers(tuple(self.content_layers)))
         object.__setattr__(self, "style_layers", check_layers(tuple(self.style_layers)))
         if self.style_layer_weights is not None:

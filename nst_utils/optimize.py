@@ -22,7 +22,7 @@ from .controls import prepare_inputs
 from .errors import NSTError
 from .images import load_image, resize, save_image
 from .losses import Objective
-from .model import FeatureExtractor
+from .model import FeatureExtractor, resolve_precision
 
 ImageLike = "str | os.PathLike | np.ndarray"
 # callback(step, image HxWx3 in [0,1], terms as floats) -> True to stop early
@@ -74,13 +74,16 @@ def as_image(source, size: int | tuple[int, int] | None = None) -> np.ndarray:
 _EXTRACTORS: dict[tuple, FeatureExtractor] = {}
 
 
-def get_extractor(layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None) -> FeatureExtractor:
-    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set and pooling)."""
-    for (_, _, source), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
-        if source == str(weights) and ext.covers(layers, pooling) and max(map(_depth, ext.layers)) == max(map(_depth, layers)):
+def get_extractor(layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None,
+                  precision: str = "float32") -> FeatureExtractor:
+    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling and precision)."""
+    precision = resolve_precision(precision)
+    for (_, _, source, _), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
+        if source == str(weights) and ext.covers(layers, pooling, precision) and \
+                max(map(_depth, ext.layers)) == max(map(_depth, layers)):
             return ext
-    key = (tuple(sorted(set(layers))), pooling, str(weights))
-    _EXTRACTORS[key] = FeatureExtractor(layers, weights, pooling)
+    key = (tuple(sorted(set(layers))), pooling, str(weights), precision)
+    _EXTRACTORS[key] = FeatureExtractor(layers, weights, pooling, precision)
     return _EXTRACTORS[key]
 
 
@@ -94,7 +97,7 @@ def _depth(layer: str) -> int:
 def build_objective(config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray],
                     blend: Sequence[float] | None = None, weights: str | os.PathLike | None = None) -> Objective:
     """Return an Objective for `config` with its content and style targets computed once."""
-    extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights)
+    extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights, config.precision)
     obj = Objective(extractor, config.content_layers, config.style_layers, alpha=config.alpha, beta=config.beta,
                     tv=config.tv, style_layer_weights=config.layer_weights())
     obj.set_content(content[None])

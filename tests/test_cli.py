@@ -13,11 +13,12 @@ def nst(*args, cwd=None):
 
 def test_stylize_writes_png_of_requested_size(tmp_path):
     out, log = tmp_path / "out" / "r.png", tmp_path / "h.json"
-    r = nst("stylize", "--size", "96", "--steps", "4", "-o", str(out), "--log", str(log), "-q")
+    r = nst("stylize", "--size", "96", "--steps", "4", "-o", str(out), "--log", str(log), "-q", "--precision", "bfloat16")
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size == (96, 50)  # japanese_garden is 960x498
     hist = json.loads(log.read_text())
     assert len(hist["history"]["total"]) == 4 and hist["config"]["size"] == 96
+    assert hist["config"]["precision"] == "bfloat16"
     assert "wrote" in r.stdout and "peak memory" in r.stdout
 
 
@@ -28,11 +29,14 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
     r = nst("stylize", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "x.png"))
     assert r.returncode == 2 and "missing.jpg" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.png").exists()
+    r = nst("stylize", "--precision", "float8", "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "bfloat16" in r.stderr
 
 
 def test_info_and_help():
     r = nst("info")
     assert r.returncode == 0 and "VGG19 weights" in r.stdout and "TensorFlow" in r.stdout
+    assert "precision auto ->" in r.stdout
     r = nst("stylize", "--help")
     assert r.returncode == 0 and "--optimizer" in r.stdout
 

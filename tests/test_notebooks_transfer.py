@@ -21,6 +21,9 @@ def test_05_optimize(tmp_path):
     for run in ("lbfgs", "adam"):
         assert summary[run]["best_loss"] < summary[run]["first_loss"], run
         assert summary[run]["evaluations"] == 8
+    prec = summary["precision"]
+    assert prec["bfloat16"]["seconds"] > 0 and prec["float32"]["seconds"] > 0
+    assert abs(prec["bfloat16"]["objective"] / prec["float32"]["objective"] - 1) < 0.05
     assert "Running on" in outputs_text(nb)
 
 
@@ -31,7 +34,7 @@ def test_06_tune_alpha_beta(tmp_path):
     assert (out / "06_only_the_ratio_matters.png").stat().st_size > 1000
     summary = json.loads((out / "06_summary.json").read_text())
     assert summary["tracing_count"] == 2  # value_and_grad and loss_terms, each traced once
-    assert summary["diff_all_scaled"] < 1e-3
+    assert summary["diff_all_scaled"] < 2 / 255  # rounding only (bfloat16 convolutions): invisible in 8-bit
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                for c in nb.cells for o in c.get("outputs", []))  # the slider panel was displayed
 

@@ -71,3 +71,58 @@ def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, sty
             callback=lambda step, image, terms: seen.append(blas_threads()))
     assert seen and all(all(n == 1 for n in counts) for counts in seen)
     assert blas_threads() == before
+
+
+def test_precision_is_validated():
+    with pytest.raises(NSTError, match="precision"):
+        StyleConfig(precision="float8")
+    from nst_utils.model import resolve_precision
+
+    with pytest.raises(NSTError, match="precision"):
+        resolve_precision("half")
+
+
+def test_auto_precision_resolves_once_to_a_real_dtype():
+    from nst_utils.model import resolve_precision
+
+    first = resolve_precision("auto")
+    assert first in ("float32", "bfloat16") and resolve_precision("auto") == first
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+
+
+def test_bfloat16_extractor_keeps_the_first_convolution_in_float32(weights_path, content_image):
+    import tensorflow as tf
+
+    from nst_utils.optimize import get_extractor
+
+    layers = ("block1_conv1", "block3_conv1", "block5_conv2")
+    f32 = get_extractor(layers, "max", weights_path, "float32")
+    b16 = get_extractor(layers, "max", weights_path, "bfloat16")
+    assert f32 is not b16 and b16.precision == "bfloat16"
+    a, b = f32(content_image[None]), b16(content_image[None])
+    assert all(v.dtype == tf.float32 for v in b.values())  # Grams and losses are computed in float32
+    np.testing.assert_array_equal(a["block1_conv1"].numpy(), b["block1_conv1"].numpy())
+    for name in layers[1:]:
+        x, y = a[name].numpy(), b[name].numpy()
+        assert not np.array_equal(x, y)  # really computed in bfloat16 ...
+        assert np.linalg.norm(x - y) / np.linalg.norm(x) < 0.05  # ... and close to float32
+
+
+def test_bfloat16_run_lowers_the_float32_objective(content_image, style_image):
+    import tensorflow as tf
+
+    from nst_utils.optimize import build_objective
+
+    r = stylize(content_image, style_image, size=64, steps=15, precision="bfloat16", progress=False)
+    check = build_objective(StyleConfig(size=64, precision="float32"), content_image, [style_image])
+    def f32(img):
+        return float(tf.reduce_sum(check.loss_terms(tf.constant(img[None], tf.float32))["total"]))
+    assert f32(r.image) < 0.5 * f32(content_image)
+    assert f32(r.image) == pytest.approx(r.best_loss, rel=0.05)  # the bf16 objective tracks the float32 one
+
+
+def test_evaluation_seconds_in_both_precisions(content_image, style_image):
+    t32, f32 = bench.evaluation_seconds(content_image, style_image, size=48, precision="float32", reps=1)
+    t16, f16 = bench.evaluation_seconds(content_image, style_image, size=48, precision="bfloat16", reps=1)
+    assert t32 > 0 and t16 > 0
+    assert f16 == pytest.approx(f32, rel=0.05) and f16 != f32  # the same objective, evaluated in two precisions
