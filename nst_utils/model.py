@@ -21,6 +21,7 @@ LAYERS = tuple(name for b, n, _ in BLOCKS for name in [f"block{b}_conv{i}" for i
 CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1)} | {f"block{b}_pool": c for b, _, c in BLOCKS}
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "float32", "bfloat16")  # bfloat16: convolutions after the first in bf16, outputs float32
+FLOAT32_LAYERS = ("block1_conv1",)  # kept in float32 under bfloat16: the input's small changes must not round away
 
 
 def check_layers(names: Sequence[str]) -> tuple[str, ...]:
@@ -110,7 +111,7 @@ def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None
     x = inp = tf.keras.Input(shape=(None, None, 3), name="vgg_input")
     tensors = {}
     for name in LAYERS[: deepest + 1]:
-        dtype = "float32" if precision == "float32" or name == "block1_conv1" else "mixed_bfloat16"
+        dtype = "float32" if precision == "float32" or name in FLOAT32_LAYERS else "mixed_bfloat16"
         if "conv" in name:
             layer = tf.keras.layers.Conv2D(CHANNELS[name], 3, padding="same", activation="relu", name=name, dtype=dtype)
         else:
