@@ -4,7 +4,8 @@ Both run in one process, one after the other, on the same objective (the package
 layers and weights) at the same size, each from a fresh `stylize` call (trace and target time included). Every
 objective value printed is the full-size objective; the two final images are re-evaluated on one shared objective.
 
-    python -m nst_utils.bench            # 512 px, 1000 tutorial steps (~20 min on a 2-core CPU)
+    python -m nst_utils.bench            # 512 px, 1000 tutorial steps, then ours for as long (~42 min, 2 cores)
+    python -m nst_utils.bench --fast-max-s 600   # the same, ours capped at 600 s (~31 min)
     python -m nst_utils.bench --quick    # 128 px, 100 tutorial steps (a CI-sized check)
 
 The last line is `speedup X.Yx`: the tutorial's wall time divided by the time our path takes to reach the tutorial's
@@ -124,11 +125,6 @@ class Clock:
         if self.verify is not None:
             return self.reached[0] if self.reached else None
         return next((i + 1 for i, (_, v) in enumerate(self.points) if v <= value), None)
-
-    def best_by(self, seconds: float) -> float:
-        """Return the lowest objective recorded within `seconds`."""
-        vals = [v for t, v in self.points if t <= seconds]
-        return min(vals) if vals else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ def resolve_precision(precision: str = "auto") -> str:
         raise NSTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    if "auto" not in _PRECISION:  # measured once per process (~0.1 s): CPUs without native bf16 run it slower
+    if "auto" not in _PRECISION:  # measured once per process (~0.5 s): CPUs without native bf16 run it slower
         try:
             fast = _conv_seconds(tf.float32) / _conv_seconds(tf.bfloat16) >= 1.3
         except Exception:  # noqa: BLE001 - a device without bf16 kernels simply keeps float32

@@ -126,3 +126,18 @@ def test_evaluation_seconds_in_both_precisions(content_image, style_image):
     t16, f16 = bench.evaluation_seconds(content_image, style_image, size=48, precision="bfloat16", reps=1)
     assert t32 > 0 and t16 > 0
     assert f16 == pytest.approx(f32, rel=0.05) and f16 != f32  # the same objective, evaluated in two precisions
+
+
+def test_clock_judges_a_run_by_the_verified_objective():
+    # the run's own values say 100, 95, 90; the float32 check says 5% more: the target 95 is first met at 90
+    checked = []
+    clock = bench.Clock(verify=lambda img: checked.append(img) or img * 1.05, target=95.0)
+    for step, value in enumerate([300.0, 100.0, 95.0, 90.0, 80.0], start=1):
+        clock(step, value, {"total": value})
+    assert checked == [100.0, 95.0, 90.0]  # only new bests within 10% of the target, until one reaches it
+    assert clock.evals_to(95.0) == 4 and clock.reached[2] == pytest.approx(94.5)
+    assert clock.first_time_at_or_below(95.0) == clock.reached[1] <= clock.points[3][0]
+    plain = bench.Clock()
+    for step, value in enumerate([300.0, 100.0, 95.0], start=1):
+        plain(step, None, {"total": value})
+    assert plain.evals_to(95.0) == 3 and plain.evals_to(1.0) is None
