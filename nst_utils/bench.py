@@ -19,6 +19,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,19 +39,24 @@ def conv_gflop(height: int, width: int, deepest: str = "block5_conv2") -> float:
     return 2.0 * flops / 1e9
 
 
+def best_seconds(fn: Callable[[], object], reps: int = 3) -> float:
+    """Return the shortest wall time of `reps` calls of `fn` after one untimed warm-up call (tracing, caches)."""
+    fn()
+    best = np.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def matmul_peak(n: int = 2048, reps: int = 4, dtype: str = "float32") -> float:
     """Return the best n x n x n matmul rate in GFLOP/s (float32 or bfloat16) measured with TensorFlow here."""
     import tensorflow as tf
 
     a = tf.cast(tf.random.uniform((n, n)), dtype)
     b = tf.cast(tf.random.uniform((n, n)), dtype)
-    float(tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))  # warm up
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        float(tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best / 1e9
+    return 2.0 * n**3 / best_seconds(lambda: float(tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))), reps) / 1e9
 
 
 def evaluation_seconds(content=None, style=None, size: int = 256, precision: str = "float32",
@@ -66,14 +72,8 @@ def evaluation_seconds(content=None, style=None, size: int = 256, precision: str
     inputs = prepare_inputs(config, content, style)
     objective = build_objective(config, inputs.content, inputs.styles, inputs.blend)
     image = tf.constant(inputs.content[None])
-    terms, _ = objective.value_and_grad(image)  # trace once, outside the timing
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        terms, grad = objective.value_and_grad(image)
-        grad.numpy()
-        best = min(best, time.perf_counter() - t)
-    return best, float(tf.reduce_sum(terms["total"]))
+    seconds = best_seconds(lambda: objective.value_and_grad(image)[1].numpy(), reps)
+    return seconds, float(tf.reduce_sum(objective.value_and_grad(image)[0]["total"]))
 
 
 def peak_mb() -> float:

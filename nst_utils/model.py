@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import time
 from collections.abc import Sequence
 
 import h5py
@@ -54,9 +54,6 @@ def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np
     return out
 
 
-_PRECISION: dict[str, str] = {}
-
-
 def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
     """Return the best time of one 3x3 convolution forward plus input gradient in `dtype` (a 64x64x128 probe)."""
     x = tf.cast(tf.random.stateless_uniform((1, 64, 64, 128), (1, 2)), dtype)
@@ -69,28 +66,25 @@ def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
             y = tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 1, "SAME"), tf.float32) ** 2)
         return tape.gradient(y, x)
 
-    step(x).numpy()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        step(x).numpy()
-        best = min(best, time.perf_counter() - t)
-    return best
+    from .bench import best_seconds
+
+    return best_seconds(lambda: step(x).numpy(), reps)
+
+
+@functools.cache
+def _auto_precision() -> str:
+    """Return "bfloat16" if a probe convolution runs >= 1.3x faster in it than in float32 here, else "float32"."""
+    try:  # measured once per process (~0.5 s): CPUs without native bf16 run it slower
+        return "bfloat16" if _conv_seconds(tf.float32) / _conv_seconds(tf.bfloat16) >= 1.3 else "float32"
+    except Exception:  # noqa: BLE001 - a device without bf16 kernels simply keeps float32
+        return "float32"
 
 
 def resolve_precision(precision: str = "auto") -> str:
     """Return "float32" or "bfloat16"; "auto" picks bfloat16 only where a probe convolution runs >= 1.3x faster in it."""
     if precision not in PRECISIONS:
         raise NSTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if "auto" not in _PRECISION:  # measured once per process (~0.5 s): CPUs without native bf16 run it slower
-        try:
-            fast = _conv_seconds(tf.float32) / _conv_seconds(tf.bfloat16) >= 1.3
-        except Exception:  # noqa: BLE001 - a device without bf16 kernels simply keeps float32
-            fast = False
-        _PRECISION["auto"] = "bfloat16" if fast else "float32"
-    return _PRECISION["auto"]
+    return _auto_precision() if precision == "auto" else precision
 
 
 def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max",
