@@ -11,7 +11,7 @@ from .model import POOLINGS, PRECISIONS, check_layers
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
 SEED_STYLE_LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")  # the original write-up's three
-OPTIMIZERS = ("lbfgs", "adam")
+OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # "lbfgs-scipy": scipy's L-BFGS-B, the reference
 INITS = ("content", "noise", "style")
 PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
 

@@ -58,7 +58,7 @@ def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None,
     layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
     acts = activation_elements(height, width, layers) * 4 * batch
     pixels = height * width * 3 * batch
-    opt = (2 * maxcor + LBFGS_EXTRA_VECTORS) * pixels * 8 if optimizer == "lbfgs" else ADAM_VECTORS * pixels * 4
+    opt = (2 * maxcor + LBFGS_EXTRA_VECTORS) * pixels * 8 if optimizer.startswith("lbfgs") else ADAM_VECTORS * pixels * 4
     return int(BASE_BYTES + ACTIVATION_FACTOR * acts + opt)
 
 

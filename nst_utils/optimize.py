@@ -286,7 +286,7 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     interrupted, written = False, None
     try:
         if len(tracker.history["total"]) < config.steps:
-            if config.optimizer == "lbfgs":
+            if config.optimizer in ("lbfgs", "lbfgs-scipy"):
                 run_lbfgs(objective, x0, config.steps, tracker)
             else:
                 run_adam(objective, x0, config.steps, tracker, config.learning_rate,

@@ -297,7 +297,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     tracker = _BatchTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
     interrupted = False
     try:
-        if config.optimizer == "lbfgs":
+        if config.optimizer in ("lbfgs", "lbfgs-scipy"):
             _run_lbfgs(batch, x0, config.steps, tracker)
         else:
             _run_adam(batch, x0, config.steps, tracker, config.learning_rate)
