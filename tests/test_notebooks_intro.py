@@ -1,4 +1,5 @@
-"""Notebooks 01-04 run end to end at tiny sizes and produce their figures and numbers."""
+"""Notebooks 01-04 and the engineering appendix run end to end at tiny sizes: their inline checks against
+nst_utils (np.testing.assert_allclose cells) pass, and they produce their figures and numbers."""
 
 import re
 
@@ -12,21 +13,29 @@ def _figures(out, names):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _markdown(nb):
+    return "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+
+
 def test_01_load_vgg19(tmp_path):
     out = tmp_path / "out"
     nb = run_notebook("01_load_vgg19", tmp_path, SIZE=64, OUTPUT_DIR=str(out))
     text = outputs_text(nb)
-    assert "md5:          253f8cb515780f3b799900260a226db6" in text and "verified:     True" in text
-    tables = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    tables = _markdown(nb)
     assert "| block5_conv2 | conv5_2 | conv 3x3 + ReLU | (2, 4, 512) |" in tables  # 64x33 image, computed
     assert "| block1_conv1 | conv1_1 |  | yes | yes |" in tables
+    assert "block5_conv2: (1, 2, 4, 512)" in text  # the Keras-way extractor's output at the same size
+    diff = float(re.search(r"Keras-way extractor vs nst.FeatureExtractor: (\S+)", text).group(1))
+    assert diff < 1e-3
     _figures(out, ["01_layer_shapes.png"])
 
 
 def test_02_images(tmp_path):
     out = tmp_path / "out"
     nb = run_notebook("02_images", tmp_path, SIZE=64, OUTPUT_DIR=str(out))
-    errors = [float(x) for x in re.findall(r"max abs round-trip error[^:]*: (\S+)", outputs_text(nb))]
+    text = outputs_text(nb)
+    assert "preprocess matches keras.applications.vgg19.preprocess_input and nst.preprocess" in text
+    errors = [float(x) for x in re.findall(r"max abs round-trip error[^:]*: (\S+)", text)]
     assert len(errors) == 2 and max(errors) < 1e-4
     _figures(out, ["02_content_and_style.png", "02_histograms.png", "02_round_trip.png"])
 
@@ -49,4 +58,23 @@ def test_04_losses(tmp_path):
     content_after = float(re.search(r"content loss after shuffling positions: (\S+)", text).group(1))
     assert style_after < 1e-6 * gram_size and content_after > 1.0
     assert "total_variation = [6.]" in text
+    assert len(re.findall(r"block\d_conv1: style_loss\(photo, painting\) = \S+", text)) == 5
+    # the paper/package conversion, printed after its assert_allclose checks passed
+    n_c, m_c = map(int, re.search(r"N_c = (\d+), M_c = (\d+) positions", text).groups())
+    assert n_c == 512 and m_c == 2 * 4  # conv5_2 of a 64x33 image
+    ratio_pkg, alpha_p, beta_p, ratio_p = map(float, re.search(
+        r"\(ratio (\S+)\)  ==  paper alpha = (\S+), beta = (\S+) \(alpha/beta = (\S+)\)", text).groups())
+    assert abs(ratio_p / (ratio_pkg / (2 * n_c * m_c)) - 1) < 1e-2
+    assert abs(alpha_p / beta_p / ratio_p - 1) < 1e-2
     _figures(out, ["04_gram_heatmaps.png", "04_candidates.png", "04_loss_comparison.png"])
+
+
+def test_appendix_engineering(tmp_path):
+    nb = run_notebook("appendix_engineering", tmp_path, SIZE=48)
+    text = outputs_text(nb)
+    assert "md5:          253f8cb515780f3b799900260a226db6" in text and "verified:     True" in text
+    timing = {p: (float(ms), float(v)) for p, ms, v in re.findall(
+        r"(float32|bfloat16): +(\S+) ms per evaluation, objective at the content image (\S+)", text)}
+    assert set(timing) == {"float32", "bfloat16"} and all(ms > 0 for ms, _ in timing.values())
+    assert abs(timing["bfloat16"][1] / timing["float32"][1] - 1) < 0.05
+    assert re.search(r"precision='auto' picks (float32|bfloat16)", text)
