@@ -1,6 +1,7 @@
 """Notebooks 05-07 run top to bottom at tiny sizes and produce their figures and summaries."""
 
 import json
+import re
 
 from nbrun import outputs_text, run_notebook
 
@@ -13,18 +14,23 @@ def _run(name, tmp_path, **params):
 
 
 def test_05_optimize(tmp_path):
-    nb, out = _run("05_optimize", tmp_path, SIZE=48, STEPS=8, PROGRESS_EVERY=4)
+    nb, out = _run("05_optimize", tmp_path, SIZE=48, STEPS=8, ADAM_STEPS=3, PROGRESS_EVERY=4)
     for f in ("result_image.png", "05_progress.png", "05_loss_terms.png", "05_lbfgs_vs_adam.png",
+              "05_lbfgs_vs_adam_images.png", "05_lbfgs_vs_scipy.png", "05_lbfgs_vs_scipy_images.png",
               "05_colour_preservation.png"):
         assert (out / f).stat().st_size > 1000, f
-    summary = json.loads((out / "05_summary.json").read_text())
-    for run in ("lbfgs", "adam"):
-        assert summary[run]["best_loss"] < summary[run]["first_loss"], run
-        assert summary[run]["evaluations"] == 8
-    prec = summary["precision"]
-    assert prec["bfloat16"]["seconds"] > 0 and prec["float32"]["seconds"] > 0
-    assert abs(prec["bfloat16"]["objective"] / prec["float32"]["objective"] - 1) < 0.05
-    assert "Running on" in outputs_text(nb)
+    text = outputs_text(nb)
+    assert "Running on" in text
+    # the hand-written train_step agrees with the package's Adam (its assert_allclose cell passed too)
+    gap = float(re.search(r"largest relative difference over 3 steps (\S+)", text).group(1))
+    assert gap < 1e-3
+    # the last cell sums up each run: evaluations, first and best loss
+    last = "".join(o.get("text", "") for o in [c for c in nb.cells if c.cell_type == "code"][-1].outputs)
+    runs = {name: (int(n), float(first), float(best)) for name, n, first, best in
+            re.findall(r"^(\S+): (\d+) evaluations, loss (\S+) -> best (\S+)$", last, re.M)}
+    assert set(runs) == {"lbfgs", "lbfgs-scipy", "adam"}
+    for name, (n, first, best) in runs.items():
+        assert n == 8 and best < first, (name, runs[name])
 
 
 def test_06_tune_alpha_beta(tmp_path):
