@@ -191,9 +191,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,
                          style_mask=args.style_mask, **controls)
     if args.log:
-        write_text(json.dumps({"config": config.to_dict(), "timings": result.timings, "best_loss": result.best_loss,
-                               "interrupted": result.interrupted, "message": result.message,
-                               "history": result.history}, indent=1), args.log)
+        result.writes("the log", write_text, json.dumps({"config": config.to_dict(), "timings": result.timings,
+                                                         "best_loss": result.best_loss, "interrupted": result.interrupted,
+                                                         "message": result.message, "history": result.history}, indent=1),
+                      args.log)
+    if result.writes.failed:  # one line: what could not be written, why, and where each output went instead
+        print(f"nst: error: {result.writes.message()}", file=sys.stderr)
+        return EXIT_INTERRUPTED if result.interrupted else EXIT_ERROR
     h, w = result.image.shape[:2]
     wall = time.perf_counter() - t0
     print(f"wrote {out} ({w}x{h}) after {result.steps} steps, loss {result.best_loss:.4g}, "
