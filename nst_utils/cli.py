@@ -65,8 +65,27 @@ def add_control_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="CKPT.npz", help="continue an interrupted run from its checkpoint (its images and settings; --steps sets the new total)")
 
 
+GIVEN = "given_options"  # the namespace attribute holding the dests of the options typed on the command line
+FLAG_OF = {"learning_rate": "lr"}  # StyleConfig fields whose `nst stylize` option has another dest
+
+
+class _Store(argparse.Action):
+    """argparse's store action that also records, in the namespace, that the option was typed (not defaulted)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None) -> None:
+        """Store `values`; add this option's dest to the namespace's set of given options."""
+        setattr(namespace, self.dest, values)
+        if option_string is not None:
+            setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2."""
+    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2, recording given options."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in (None, "store"):  # every plain option records that it was given (see GIVEN)
+            self.register("action", name, _Store)
 
     def error(self, message: str) -> None:
         """Print one line saying what is wrong and where to look, then exit 2 (never returns)."""
@@ -168,12 +187,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .optimize import stylize
 
     t0 = time.perf_counter()
-    config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, beta=args.beta,
+    config_kwargs = dict(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, beta=args.beta,
                          tv=args.tv, content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
                          style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
                          init=args.init, seed=args.seed, pooling=args.pooling, learning_rate=args.lr, precision=args.precision,
                          style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
                          style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
+    config = None if args.resume else StyleConfig(**config_kwargs)  # resuming: the checkpoint's
     out = ensure_writable(args.output)
     for extra in (args.log, args.plot):
         if extra:
@@ -184,8 +204,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.resume:
         if args.content or args.style or args.styles or args.style_mask:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
-        steps = {} if args.steps == StyleConfig.__dataclass_fields__["steps"].default else {"steps": args.steps}
-        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, **controls, **steps)
+        given = getattr(args, GIVEN, frozenset())  # every config flag typed is applied or refused, never dropped
+        overrides = {name: value for name, value in config_kwargs.items() if FLAG_OF.get(name, name) in given}
+        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, **controls, **overrides)
         config = result.config
     else:
         result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,

@@ -6,7 +6,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.optimize
@@ -248,7 +248,7 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     PNG), `checkpoint` (where Ctrl-C writes the run's state), `resume` (a checkpoint to continue).
     """
     ckpt = ckpt_mod.load(resume) if resume is not None else None
-    config = _resumed_config(ckpt, content, style, style_mask, overrides) if ckpt else \
+    config = _resumed_config(ckpt, content, style, style_mask, config, overrides) if ckpt else \
         ((config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig()))
     if save_every is not None and output is None:
         raise NSTError("save_every needs an output path: intermediate images are written next to it")
@@ -317,14 +317,20 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
                   interrupted=interrupted, message=writes.message(), checkpoint=written, writes=writes)
 
 
-RESUME_FIXED = ("size", "style_scale", "preserve_colors", "style_blend")  # decided by the checkpoint's stored inputs
+RESUME_FREE = ("steps", "learning_rate", "precision")  # how long and how a resumed run computes may change
+RESUME_FIXED = tuple(f.name for f in fields(StyleConfig) if f.compare and f.name not in RESUME_FREE)  # the checkpoint's
 
 
-def _resumed_config(ckpt: ckpt_mod.Checkpoint, content, style, style_mask, overrides: dict) -> StyleConfig:
-    """Return the checkpoint's config with `overrides` applied, refusing what a resumed run cannot change."""
-    if content is not None or style is not None or style_mask is not None:
-        raise NSTError("a resumed run continues the checkpoint's own images; do not pass content, style or a mask")
-    fixed = [k for k in RESUME_FIXED if k in overrides and overrides[k] != getattr(ckpt.config, k)]
+def _resumed_config(ckpt: ckpt_mod.Checkpoint, content, style, style_mask, config: StyleConfig | None,
+                    overrides: dict) -> StyleConfig:
+    """Return the checkpoint's config with `overrides` applied, refusing any that would change what the run optimises."""
+    if content is not None or style is not None or style_mask is not None or config is not None:
+        raise NSTError("a resumed run continues the checkpoint's own images and config; do not pass content, style, a mask "
+                       "or a config (give what may change, such as steps=, as keywords)")
+    asked = ckpt.config.replace(**overrides)
+    fixed = [f"{k} ({getattr(ckpt.config, k)!r} in the checkpoint, {getattr(asked, k)!r} asked)"
+             for k in RESUME_FIXED if k in overrides and getattr(asked, k) != getattr(ckpt.config, k)]
     if fixed:
-        raise NSTError(f"cannot change {', '.join(fixed)} when resuming; the checkpoint's images were prepared with them")
-    return ckpt.config.replace(**overrides) if overrides else ckpt.config
+        raise NSTError(f"cannot change {', '.join(fixed)} when resuming: the checkpoint's images and losses were made with "
+                       f"them; leave them out, or start a new run (only {', '.join(RESUME_FREE)} may change)")
+    return asked

@@ -1,8 +1,8 @@
 """Writes that fail mid-run or at the end, and resumes with flags the checkpoint cannot honour.
 
 A failed write (disk full, a folder that turns read-only or into a file) must end the CLI with one line naming the
-path and the reason, keep the work in a fallback folder the line names, and leave no temp file behind.
-CLI cases run `nst_utils.cli.main` in-process.
+path and the reason, keep the work in a fallback folder the line names, and leave no temp file behind. A flag given
+with --resume is applied or refused with one line, never dropped. CLI cases run `nst_utils.cli.main` in-process.
 """
 
 from __future__ import annotations
@@ -179,3 +179,62 @@ def test_interrupt_with_a_full_disk_keeps_the_checkpoint(tmp_path, fallback, dis
                          f"interrupted; kept the best image so far; the checkpoint to resume from is in {k}/o.ckpt.npz, "
                          f"the result is in {k}/o.png")
     assert list(disk_full.iterdir()) == []
+
+
+# ---------------------------------------------------------------- --resume
+
+
+@pytest.fixture(scope="module")
+def cut_run(tmp_path_factory) -> Path:
+    """Return a checkpoint of a 32 px Adam run with two style layers, interrupted after 2 of 4 steps."""
+    d = tmp_path_factory.mktemp("cut")
+    rng = np.random.default_rng(0)
+    content, style = rng.random((24, 32, 3), dtype=np.float32), rng.random((32, 32, 3), dtype=np.float32)
+
+    def stop(step, image, terms):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    r = stylize(content, style, steps=4, style_layers=("block1_conv1", "block2_conv1"), callback=stop,
+                checkpoint=d / "c.npz", **FAST)
+    return Path(r.checkpoint)
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--size", "64"], "size (32 in the checkpoint, 64 asked)"),
+    (["--size", "512"], "size (32 in the checkpoint, 512 asked)"),  # the parser's default, typed: still a conflict
+    (["--style-layers", "block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"],
+     "style_layers (('block1_conv1', 'block2_conv1') in the checkpoint, ('block1_conv1', 'block2_conv1', "
+     "'block3_conv1', 'block4_conv1', 'block5_conv1') asked)"),
+    (["--pooling", "avg", "--beta", "1"], "pooling ('max' in the checkpoint, 'avg' asked)"),
+    (["--style-layer-weights", "1", "3"], "style_layer_weights (None in the checkpoint, (1.0, 3.0) asked)"),
+    (["--optimizer", "lbfgs"], "optimizer ('adam' in the checkpoint, 'lbfgs' asked)"),
+    (["--init", "noise"], "init ('content' in the checkpoint, 'noise' asked)"),
+    (["--style-scale", "0.5"], "style_scale (1.0 in the checkpoint, 0.5 asked)"),
+])
+def test_resume_refuses_flags_the_checkpoint_cannot_honour(tmp_path, capsys, cut_run, flags, needle):
+    code, _, err = run_cli("stylize", "--resume", str(cut_run), *flags, "-o", str(tmp_path / "o.png"), capsys=capsys)
+    assert_one_line_error(code, err, "cannot change", needle, "when resuming")
+    if "--beta" in flags:
+        assert "beta (0.01 in the checkpoint, 1.0 asked)" in err  # every conflict is named
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_resume_applies_steps_lr_precision_and_new_outputs(tmp_path, capsys, cut_run):
+    out, log = tmp_path / "new" / "o.png", tmp_path / "h.json"
+    code, stdout, err = run_cli("stylize", "--resume", str(cut_run), "--steps", "5", "--lr", "0.05", "--precision",
+                                "float32", "--size", "32", "--save-every", "4", "--plot", str(tmp_path / "l.png"),
+                                "-o", str(out), "--log", str(log), "-q", capsys=capsys)
+    assert code == 0, err
+    h = json.loads(log.read_text())
+    assert h["config"]["steps"] == 5 and h["config"]["learning_rate"] == 0.05 and h["config"]["size"] == 32
+    assert len(h["history"]["total"]) == 5 and h["history"]["total"][:2] == load(cut_run).history["total"]
+    assert sorted(q.name for q in out.parent.iterdir()) == ["o.png", "o_0004.png"]
+    assert_valid_png(tmp_path / "l.png")
+
+
+def test_resume_api_refuses_conflicts_and_a_config(cut_run):
+    with pytest.raises(NSTError, match=r"cannot change size \(32 in the checkpoint, 64 asked\)"):
+        stylize(resume=cut_run, size=64, progress=False)
+    with pytest.raises(NSTError, match="do not pass content, style, a mask or a config"):
+        stylize(config=StyleConfig(size=32, steps=6), resume=cut_run, progress=False)
