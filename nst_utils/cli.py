@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import NSTError
+from .progress import Writes
 
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT / SIGTERM
 
@@ -175,6 +176,13 @@ def ensure_writable(path: str | os.PathLike) -> Path:
     return p
 
 
+def report_failed_writes(writes: Writes) -> bool:
+    """Return True after printing one line (what could not be written, why, where it went) if any write failed."""
+    if writes.failed:
+        print(f"nst: error: {writes.message()}", file=sys.stderr)
+    return bool(writes.failed)
+
+
 def peak_memory_mb() -> float:
     """Return this process's peak resident memory in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -216,8 +224,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                                                          "best_loss": result.best_loss, "interrupted": result.interrupted,
                                                          "message": result.message, "history": result.history}, indent=1),
                       args.log)
-    if result.writes.failed:  # one line: what could not be written, why, and where each output went instead
-        print(f"nst: error: {result.writes.message()}", file=sys.stderr)
+    if report_failed_writes(result.writes):
         return EXIT_INTERRUPTED if result.interrupted else EXIT_ERROR
     h, w = result.image.shape[:2]
     wall = time.perf_counter() - t0
@@ -249,10 +256,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     fig = sweep_grid(results, args.ratios, labels,
                      title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
                      ylabel="style layers" if args.cumulative_layers else None)
-    save_figure(fig, out)
+    writes = Writes()
+    writes("the grid", save_figure, fig, out)
     if args.save_dir:
         for i, r in enumerate(results):
-            save_image(r.image, Path(args.save_dir) / f"r{i // cols}_c{i % cols}.png")
+            name = f"r{i // cols}_c{i % cols}.png"
+            writes(name, save_image, r.image, Path(args.save_dir) / name)
+    if report_failed_writes(writes):
+        return EXIT_ERROR
     print(f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
           f"peak memory {peak_memory_mb():.0f} MiB")
     return EXIT_INTERRUPTED if results[0].interrupted else 0

@@ -331,6 +331,7 @@ def _resumed_config(ckpt: ckpt_mod.Checkpoint, content, style, style_mask, confi
     fixed = [f"{k} ({getattr(ckpt.config, k)!r} in the checkpoint, {getattr(asked, k)!r} asked)"
              for k in RESUME_FIXED if k in overrides and getattr(asked, k) != getattr(ckpt.config, k)]
     if fixed:
-        raise NSTError(f"cannot change {', '.join(fixed)} when resuming: the checkpoint's images and losses were made with "
-                       f"them; leave them out, or start a new run (only {', '.join(RESUME_FREE)} may change)")
+        raise NSTError(f"cannot change {', '.join(fixed)} when resuming: the run goes on with the checkpoint's settings; "
+                       f"leave {'it' if len(fixed) == 1 else 'them'} out or start a new run (a resumed run may change "
+                       f"only {', '.join(RESUME_FREE)} and where its outputs go)")
     return asked

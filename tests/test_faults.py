@@ -167,6 +167,18 @@ def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(tmp_path,
     assert json.loads((tmp_path / "h.json").read_text())["history"]["total"][:3] == ckpt.history["total"]
 
 
+def test_sweep_grid_on_a_full_disk_keeps_it_and_writes_the_images(tmp_path, capsys, fallback, disk_full):
+    src, ok = str(picture(tmp_path)), tmp_path / "imgs"
+    code, stdout, err = run_cli("sweep", src, src, "--size", "32", "--steps", "2", "--ratios", "1e-7", "1e-3",
+                                "-o", str(disk_full / "grid.png"), "--save-dir", str(ok), "-q", capsys=capsys)
+    k = kept_dir(fallback)
+    assert err.strip() == (f"nst: error: could not write {disk_full}/grid.png: No space left on device; the grid is in "
+                           f"{k}/grid.png, r0_c0.png is in {ok}/r0_c0.png, r0_c1.png is in {ok}/r0_c1.png")
+    assert_one_line_error(code, err)
+    assert_valid_png(k / "grid.png")
+    assert sorted(q.name for q in ok.iterdir()) == ["r0_c0.png", "r0_c1.png"] and list(disk_full.iterdir()) == []
+
+
 def test_interrupt_with_a_full_disk_keeps_the_checkpoint(tmp_path, fallback, disk_full, content_image, style_image):
     def stop(step, image, terms):
         if step == 2:
