@@ -29,5 +29,9 @@ fetch: $(STAMP)  ## download images and weights for offline use
 info: $(STAMP)
 	$(BIN)/nst info
 
+.PHONY: wheel-test
+wheel-test:  ## build a wheel and an sdist, install each into a fresh venv outside the tree, run nst there
+	PYTHON=$(PYTHON) .ci/wheel-test
+
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

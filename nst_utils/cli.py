@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import NSTError
+from .progress import Writes
 
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT / SIGTERM
 
@@ -65,8 +66,27 @@ def add_control_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="CKPT.npz", help="continue an interrupted run from its checkpoint (its images and settings; --steps sets the new total)")
 
 
+GIVEN = "given_options"  # the namespace attribute holding the dests of the options typed on the command line
+FLAG_OF = {"learning_rate": "lr"}  # StyleConfig fields whose `nst stylize` option has another dest
+
+
+class _Store(argparse.Action):
+    """argparse's store action that also records, in the namespace, that the option was typed (not defaulted)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None) -> None:
+        """Store `values`; add this option's dest to the namespace's set of given options."""
+        setattr(namespace, self.dest, values)
+        if option_string is not None:
+            setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2."""
+    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2, recording given options."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in (None, "store"):  # every plain option records that it was given (see GIVEN)
+            self.register("action", name, _Store)
 
     def error(self, message: str) -> None:
         """Print one line saying what is wrong and where to look, then exit 2 (never returns)."""
@@ -156,6 +176,13 @@ def ensure_writable(path: str | os.PathLike) -> Path:
     return p
 
 
+def report_failed_writes(writes: Writes) -> bool:
+    """Return True after printing one line (what could not be written, why, where it went) if any write failed."""
+    if writes.failed:
+        print(f"nst: error: {writes.message()}", file=sys.stderr)
+    return bool(writes.failed)
+
+
 def peak_memory_mb() -> float:
     """Return this process's peak resident memory in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -168,12 +195,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .optimize import stylize
 
     t0 = time.perf_counter()
-    config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, beta=args.beta,
+    config_kwargs = dict(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, beta=args.beta,
                          tv=args.tv, content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
                          style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
                          init=args.init, seed=args.seed, pooling=args.pooling, learning_rate=args.lr, precision=args.precision,
                          style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
                          style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
+    config = None if args.resume else StyleConfig(**config_kwargs)  # resuming: the checkpoint's
     out = ensure_writable(args.output)
     for extra in (args.log, args.plot):
         if extra:
@@ -184,16 +212,20 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.resume:
         if args.content or args.style or args.styles or args.style_mask:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
-        steps = {} if args.steps == StyleConfig.__dataclass_fields__["steps"].default else {"steps": args.steps}
-        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, **controls, **steps)
+        given = getattr(args, GIVEN, frozenset())  # every config flag typed is applied or refused, never dropped
+        overrides = {name: value for name, value in config_kwargs.items() if FLAG_OF.get(name, name) in given}
+        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, **controls, **overrides)
         config = result.config
     else:
         result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,
                          style_mask=args.style_mask, **controls)
     if args.log:
-        write_text(json.dumps({"config": config.to_dict(), "timings": result.timings, "best_loss": result.best_loss,
-                               "interrupted": result.interrupted, "message": result.message,
-                               "history": result.history}, indent=1), args.log)
+        result.writes("the log", write_text, json.dumps({"config": config.to_dict(), "timings": result.timings,
+                                                         "best_loss": result.best_loss, "interrupted": result.interrupted,
+                                                         "message": result.message, "history": result.history}, indent=1),
+                      args.log)
+    if report_failed_writes(result.writes):
+        return EXIT_INTERRUPTED if result.interrupted else EXIT_ERROR
     h, w = result.image.shape[:2]
     wall = time.perf_counter() - t0
     print(f"wrote {out} ({w}x{h}) after {result.steps} steps, loss {result.best_loss:.4g}, "
@@ -224,10 +256,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     fig = sweep_grid(results, args.ratios, labels,
                      title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
                      ylabel="style layers" if args.cumulative_layers else None)
-    save_figure(fig, out)
+    writes = Writes()
+    writes("the grid", save_figure, fig, out)
     if args.save_dir:
         for i, r in enumerate(results):
-            save_image(r.image, Path(args.save_dir) / f"r{i // cols}_c{i % cols}.png")
+            name = f"r{i // cols}_c{i % cols}.png"
+            writes(name, save_image, r.image, Path(args.save_dir) / name)
+    if report_failed_writes(writes):
+        return EXIT_ERROR
     print(f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
           f"peak memory {peak_memory_mb():.0f} MiB")
     return EXIT_INTERRUPTED if results[0].interrupted else 0

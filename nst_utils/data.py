@@ -6,22 +6,24 @@ import hashlib
 import json
 import os
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from .errors import NSTError
 
-REGISTRY_PATH = Path(__file__).resolve().parents[1] / "data" / "registry.json"
+REGISTRY = "registry.json"  # package data of nst_utils: travels with every install (wheel, sdist, editable)
 DATA_DIR_ENV = "NST_DATA_DIR"
 CACHE_DIR_ENV = "NST_CACHE_DIR"
 
 
 @lru_cache(maxsize=1)
 def registry() -> dict:
-    """Return the parsed image registry (`data/registry.json`)."""
+    """Return the parsed image registry (`nst_utils/registry.json`, read as package data)."""
+    source = resources.files(__package__) / REGISTRY
     try:
-        return json.loads(REGISTRY_PATH.read_text())
+        return json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise NSTError(f"image registry {REGISTRY_PATH} is unreadable ({exc}); reinstall with `pip install -e .`") from exc
+        raise NSTError(f"image registry {source} is unreadable ({exc}); reinstall nst-utils") from exc
 
 
 def default_images() -> tuple[str, str]:

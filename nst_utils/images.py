@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import tempfile
 import warnings
@@ -129,10 +131,38 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Return `path` after `write(file)` filled a temp file beside it that then replaced `path` in one rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+class WriteError(NSTError):
+    """A file could not be written where asked: `path`, the OS's `reason`, and where its content went instead."""
+
+    def __init__(self, path: Path, reason: str, kept: Path | None, kept_reason: str = ""):
+        self.path, self.reason, self.kept, self.kept_reason = path, reason, kept, kept_reason
+        instead = f"wrote it to {kept} instead" if kept else f"no copy could be kept in {fallback_root()} either ({kept_reason})"
+        super().__init__(f"could not write {path}: {reason}; {instead}")
+
+
+def fallback_root() -> Path:
+    """Return the folder whose subfolders keep files that could not be written where asked (the system temp folder)."""
+    return Path(tempfile.gettempdir())
+
+
+@functools.cache
+def fallback_dir() -> Path:
+    """Return this process's folder for files that could not be written where asked (made on first use)."""
+    return Path(tempfile.mkdtemp(prefix="nst-kept-", dir=fallback_root()))
+
+
+def _reason(exc: OSError) -> str:
+    """Return the OS's one-line reason for a failed write (`No space left on device`)."""
+    text = str(exc)
+    return exc.strerror or (text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _replace(p: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Return `p` after `write(file)` filled a temp file beside it that then replaced `p` in one rename."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder should be: say so rather than "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.parent)) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -147,6 +177,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Return `path` after `write(file)` filled a temp file beside it that then replaced `path` in one rename.
+
+    Every file the tool writes goes through here. If the OS refuses (disk full, read-only, a file where a folder
+    should be), the temp file is removed, `path` is left as it was, the same content is written to `fallback_dir()`
+    instead, and WriteError says both (one line).
+    """
+    p = Path(path)
+    try:
+        return _replace(p, write)
+    except OSError as exc:
+        reason = _reason(exc)
+    try:
+        kept = _replace(fallback_dir() / p.name, write)
+    except OSError as exc:
+        raise WriteError(p, reason, None, _reason(exc)) from None
+    raise WriteError(p, reason, kept)
 
 
 def image_format(path: str | os.PathLike) -> str:

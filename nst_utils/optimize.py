@@ -6,7 +6,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.optimize
@@ -20,7 +20,7 @@ from .colour import gray
 from .config import StyleConfig
 from .controls import prepare_inputs
 from .errors import NSTError
-from .images import load_image, resize, save_image
+from .images import WriteError, load_image, resize, save_image
 from .losses import Objective
 from .model import FeatureExtractor, resolve_precision
 
@@ -42,6 +42,7 @@ class Result:
     interrupted: bool = False
     message: str = ""
     checkpoint: str | None = None  # where an interrupted run wrote its checkpoint
+    writes: progress_mod.Writes = field(default_factory=progress_mod.Writes)  # where each output went, what failed
 
     @property
     def steps(self) -> int:
@@ -247,7 +248,7 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     PNG), `checkpoint` (where Ctrl-C writes the run's state), `resume` (a checkpoint to continue).
     """
     ckpt = ckpt_mod.load(resume) if resume is not None else None
-    config = _resumed_config(ckpt, content, style, style_mask, overrides) if ckpt else \
+    config = _resumed_config(ckpt, content, style, style_mask, config, overrides) if ckpt else \
         ((config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig()))
     if save_every is not None and output is None:
         raise NSTError("save_every needs an output path: intermediate images are written next to it")
@@ -283,7 +284,7 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
         ckpt_mod.restore(tracker, ckpt)
     saver = progress_mod.SaveEvery(save_every, output) if save_every is not None else None
     tracker.callback = progress_mod.chain(callback, saver, finish=inputs.finish if inputs.colour == "luminance" else None)
-    interrupted, written = False, None
+    interrupted, written, writes = False, None, progress_mod.Writes()
     try:
         if len(tracker.history["total"]) < config.steps:
             if config.optimizer in ("lbfgs", "lbfgs-scipy"):
@@ -291,34 +292,46 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
             else:
                 run_adam(objective, x0, config.steps, tracker, config.learning_rate,
                          state=ckpt.optimizer_state if ckpt else None)
-    except KeyboardInterrupt:
-        interrupted, tracker.message = True, "interrupted; kept the best image so far"
+    except (KeyboardInterrupt, WriteError) as exc:  # Ctrl-C, or a --save-every image could not be written: keep the work
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        tracker.message = "interrupted; kept the best image so far"
+        if not interrupted:
+            tracker.message = f"stopped after step {len(tracker.history['total'])}"
+            writes.failed.append(exc)
         where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
         if where is not None:
-            written = str(ckpt_mod.save(ckpt_mod.snapshot(tracker, config, inputs, x0), where))
-            tracker.message += f" and wrote checkpoint {written} (continue with resume / --resume)"
+            kept = writes(progress_mod.RESUME_FROM, ckpt_mod.save, ckpt_mod.snapshot(tracker, config, inputs, x0), where)
+            written = str(kept) if kept else None
     finally:
         tracker.close()
     best = tracker.best_image if tracker.best_image is not None else x0
     image = inputs.finish(np.clip(best, 0.0, 1.0))
     if output is not None:
-        save_image(image, output)
+        writes("the result", save_image, image, output)
     if plot is not None:
-        progress_mod.save_loss_plot(tracker.history, plot, title=f"Loss terms per step ({config.optimizer})")
+        writes("the plot", progress_mod.save_loss_plot, tracker.history, plot, f"Loss terms per step ({config.optimizer})")
+    writes.note = tracker.message
     t2 = time.perf_counter()
     return Result(image=image, history=tracker.history, best_loss=tracker.best_loss, config=config,
                   timings={"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0},
-                  interrupted=interrupted, message=tracker.message, checkpoint=written)
+                  interrupted=interrupted, message=writes.message(), checkpoint=written, writes=writes)
 
 
-RESUME_FIXED = ("size", "style_scale", "preserve_colors", "style_blend")  # decided by the checkpoint's stored inputs
+RESUME_FREE = ("steps", "learning_rate", "precision")  # how long and how a resumed run computes may change
+RESUME_FIXED = tuple(f.name for f in fields(StyleConfig) if f.compare and f.name not in RESUME_FREE)  # the checkpoint's
 
 
-def _resumed_config(ckpt: ckpt_mod.Checkpoint, content, style, style_mask, overrides: dict) -> StyleConfig:
-    """Return the checkpoint's config with `overrides` applied, refusing what a resumed run cannot change."""
-    if content is not None or style is not None or style_mask is not None:
-        raise NSTError("a resumed run continues the checkpoint's own images; do not pass content, style or a mask")
-    fixed = [k for k in RESUME_FIXED if k in overrides and overrides[k] != getattr(ckpt.config, k)]
+def _resumed_config(ckpt: ckpt_mod.Checkpoint, content, style, style_mask, config: StyleConfig | None,
+                    overrides: dict) -> StyleConfig:
+    """Return the checkpoint's config with `overrides` applied, refusing any that would change what the run optimises."""
+    if content is not None or style is not None or style_mask is not None or config is not None:
+        raise NSTError("a resumed run continues the checkpoint's own images and config; do not pass content, style, a mask "
+                       "or a config (give what may change, such as steps=, as keywords)")
+    asked = ckpt.config.replace(**overrides)
+    fixed = [f"{k} ({getattr(ckpt.config, k)!r} in the checkpoint, {getattr(asked, k)!r} asked)"
+             for k in RESUME_FIXED if k in overrides and getattr(asked, k) != getattr(ckpt.config, k)]
     if fixed:
-        raise NSTError(f"cannot change {', '.join(fixed)} when resuming; the checkpoint's images were prepared with them")
-    return ckpt.config.replace(**overrides) if overrides else ckpt.config
+        raise NSTError(f"cannot change {', '.join(fixed)} when resuming: the run goes on with the checkpoint's settings; "
+                       f"leave {'it' if len(fixed) == 1 else 'them'} out or start a new run (a resumed run may change "
+                       f"only {', '.join(RESUME_FREE)} and where its outputs go)")
+    return asked

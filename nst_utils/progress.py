@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .images import save_image
+from .images import WriteError, save_image
 
 
 def intermediate_path(output: str | os.PathLike, step: int) -> Path:
@@ -62,3 +63,41 @@ def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, tit
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+RESUME_FROM = "the checkpoint to resume from"  # the label stylize gives the checkpoint it writes
+
+
+@dataclass
+class Writes:
+    """A run's output files: each is tried even after another failed, and any failures read as one line."""
+
+    failed: list[WriteError] = field(default_factory=list)
+    where: dict[str, Path | None] = field(default_factory=dict)  # "the result" -> where it went; None: nowhere
+    lost: dict[str, str] = field(default_factory=dict)  # what went nowhere -> why its fallback copy failed too
+    note: str = ""  # how the run ended, when not by finishing ("interrupted; ...", "stopped after step 5")
+
+    def __call__(self, what: str, write: Callable[..., Path], *args) -> Path | None:
+        """Return where `write(*args)` put `what`: the path asked for, a fallback copy, or None (failure recorded)."""
+        try:
+            path = write(*args)
+        except WriteError as exc:
+            self.failed.append(exc)
+            path = exc.kept
+            if path is None:
+                self.lost[what] = exc.kept_reason
+        self.where[what] = path
+        return path
+
+    def message(self) -> str:
+        """Return one line: the note and, after a failure, what could not be written, why, and where each output is."""
+        ckpt = self.where.get(RESUME_FROM)
+        if not self.failed:
+            return f"{self.note} and wrote checkpoint {ckpt} (continue with resume / --resume)" if ckpt else self.note
+        reasons = {e.reason for e in self.failed}
+        paths = ", ".join(str(e.path) if len(reasons) == 1 else f"{e.path} ({e.reason})" for e in self.failed)
+        parts = [f"could not write {paths}" + (f": {reasons.pop()}" if len(reasons) == 1 else "")]
+        parts += [self.note] if self.note else []
+        parts.append(", ".join(f"{what} is in {path}" if path else f"{what} could not be written anywhere ({self.lost[what]})"
+                               for what, path in self.where.items()))
+        return "; ".join(p for p in parts if p)

@@ -395,19 +395,24 @@ def test_kill_9_during_saves_never_leaves_half_a_png(tmp_path):
 
 
 def test_failed_write_keeps_old_output(tmp_path, monkeypatch):
-    out = tmp_path / "o.png"
+    out = tmp_path / "out" / "o.png"
     images.save_image(np.zeros((8, 8, 3), np.float32), out)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # where the failed write's content is kept
+    images.fallback_dir.cache_clear()
 
     def half_then_fail(self, fp, *a, **k):
         fp.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", half_then_fail)
-    with pytest.raises(OSError):
-        images.save_image(np.ones((8, 8, 3), np.float32), out)
+    with pytest.raises(images.WriteError, match=f"could not write {out}: No space left on device; no copy could be kept"):
+        images.save_image(np.ones((8, 8, 3), np.float32), out)  # the fallback copy fails the same way here
     monkeypatch.undo()
+    images.fallback_dir.cache_clear()
     assert np.asarray(Image.open(out)).max() == 0  # the old file, intact
-    assert [q.name for q in tmp_path.iterdir()] == ["o.png"]
+    assert [q.name for q in out.parent.iterdir()] == ["o.png"]
+    assert [q.name for q in (tmp_path / "tmp").glob("*/*")] == []  # no temp file left in the fallback folder either
 
 
 # ---------------------------------------------------------------- memory
