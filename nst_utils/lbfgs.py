@@ -9,8 +9,8 @@ Per evaluation and image: the trial point x_t = clip(x + t d, lower, upper) is e
 run fixes the image's objective scale (max |gradient| / first_step, so the first step moves no pixel by more than
 `first_step`); afterwards the trial is accepted on the projected Armijo condition f(x_t) <= f(x) + c g.(x_t - x),
 else t is halved. On acceptance the pair (x_t - x, g_t - g) is stored if s.y > eps (curvature check), and the next
-direction is the two-loop recursion on the free variables (a variable at a bound whose gradient points outward is
-held); a non-descent direction or too many backtracks clear the memory and restart with steepest descent, whose step
+direction is the L-BFGS (two-loop recursion) direction, in its compact matrix form, on the free variables (a variable
+at a bound whose gradient points outward is held); a non-descent direction or too many backtracks clear the memory and restart with steepest descent, whose step
 again moves no pixel by more than `first_step`.
 """
 
@@ -40,7 +40,7 @@ def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 class ProjectedLBFGS:
     """Minimises a separable batched objective over images in [lower, upper]; state in variables, loop in a graph."""
 
-    STATE = ("x", "f", "g", "d", "t", "trial", "evaluated", "s_hist", "y_hist", "rho", "head", "count",
+    STATE = ("x", "f", "g", "d", "t", "trial", "evaluated", "s_hist", "y_hist", "head", "count",
              "backtracks", "scale", "fresh", "best_x", "best_f")
 
     def __init__(self, value_and_grad: ValueAndGrad, shape: Sequence[int], terms: Sequence[str] = ("total",),
@@ -54,7 +54,7 @@ class ProjectedLBFGS:
 
         self.x, self.g, self.d, self.trial, self.evaluated, self.best_x = (var((b, n)) for _ in range(6))
         self.f, self.t, self.scale, self.best_f = (var((b,)) for _ in range(4))
-        self.s_hist, self.y_hist, self.rho = var((b, m, n)), var((b, m, n)), var((b, m))
+        self.s_hist, self.y_hist = var((b, m, n)), var((b, m, n))
         self.head, self.count, self.backtracks = (var((b,), tf.int32) for _ in range(3))
         self.fresh = var((b,), tf.bool)
         self.iterate = tf.function(self._iterate, input_signature=[tf.TensorSpec([], tf.int32)])
@@ -65,7 +65,7 @@ class ProjectedLBFGS:
                         self.x.shape)
         for v in (self.x, self.trial, self.evaluated, self.best_x):
             v.assign(x0)
-        for v in (self.g, self.d, self.f, self.t, self.scale, self.rho, self.head, self.count, self.backtracks):
+        for v in (self.g, self.d, self.f, self.t, self.scale, self.head, self.count, self.backtracks):
             v.assign(tf.zeros_like(v))
         self.best_f.assign(tf.fill(self.best_f.shape, math.inf))
         self.fresh.assign(tf.ones_like(self.fresh))
@@ -96,25 +96,43 @@ class ProjectedLBFGS:
         return ~(((x <= self.lower) & (g > 0)) | ((x >= self.upper) & (g < 0)))
 
     def _direction(self, x: tf.Tensor, g: tf.Tensor, count: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
-        """Return the L-BFGS direction -H g on the free variables (two-loop recursion, each image its own memory)."""
+        """Return the L-BFGS direction -H g on the free variables, each image with its own memory.
+
+        H is the two-loop recursion's inverse-Hessian estimate, applied in its compact form (Byrd, Nocedal and
+        Schnabel 1994): H q = gamma q + S v - gamma Y u, u = R^-1 S'q, v = R^-T ((D + gamma Y'Y) u - gamma Y'q), with R
+        the upper triangle of S'Y in age order and D its diagonal. That is a few batched matrix products over the
+        memory instead of 4m small vector operations, the same maths. Unused slots get a unit row in R and zeros
+        elsewhere, so they contribute nothing.
+        """
+        m = self.memory
         free = self._free(x, g)
         q = tf.where(free, g, 0.0)
-        pairs, alphas = [], []
-        for j in range(self.memory):  # newest pair first
-            slot = (head - 1 - j) % self.memory
-            s = tf.gather(self.s_hist, slot, batch_dims=1)
-            y = tf.gather(self.y_hist, slot, batch_dims=1)
-            rho = tf.where(j < count, tf.gather(self.rho, slot, batch_dims=1), 0.0)  # an unused slot does nothing
-            a = rho * _dot(s, q)
-            q -= a[:, None] * y
-            pairs.append((s, y, rho))
-            alphas.append(a)
-        s, y, _ = pairs[0]
-        gamma = tf.where(count > 0, _dot(s, y) / tf.maximum(_dot(y, y), 1e-30), 1.0)
-        r = gamma[:, None] * q
-        for (s, y, rho), a in zip(reversed(pairs), reversed(alphas)):
-            r += (a - rho * _dot(y, r))[:, None] * s
-        return -tf.where(free, r, 0.0)
+        order = (head[:, None] - count[:, None] + tf.range(m)[None]) % m  # age order: oldest used slot first
+        used = tf.range(m)[None] < count[:, None]  # (b, m) in age order
+        both = tf.cast(used[:, :, None] & used[:, None, :], tf.float32)
+
+        def in_age_order(a: tf.Tensor) -> tf.Tensor:  # (b, m, m) slot-indexed -> age-indexed
+            return tf.gather(tf.gather(a, order, axis=1, batch_dims=1), order, axis=2, batch_dims=1)
+
+        sy = in_age_order(tf.einsum("bin,bjn->bij", self.s_hist, self.y_hist)) * both
+        yy = in_age_order(tf.einsum("bin,bjn->bij", self.y_hist, self.y_hist)) * both
+        zero = tf.zeros_like(count[:, None], tf.float32)
+        sq = tf.where(used, tf.gather(tf.einsum("bmn,bn->bm", self.s_hist, q), order, batch_dims=1), zero)
+        yq = tf.where(used, tf.gather(tf.einsum("bmn,bn->bm", self.y_hist, q), order, batch_dims=1), zero)
+        newest = tf.maximum(count - 1, 0)[:, None]
+        sy_new = tf.gather(tf.linalg.diag_part(sy), newest, batch_dims=1)[:, 0]
+        yy_new = tf.gather(tf.linalg.diag_part(yy), newest, batch_dims=1)[:, 0]
+        gamma = tf.where(count > 0, sy_new / tf.maximum(yy_new, 1e-30), 1.0)
+        eye = tf.eye(m, batch_shape=[self.shape[0]])
+        r = tf.linalg.band_part(sy, 0, -1) + eye * (1.0 - tf.cast(used, tf.float32))[:, None, :]
+        u = tf.linalg.triangular_solve(r, sq[..., None], lower=False)
+        rhs = tf.linalg.diag_part(sy)[..., None] * u + gamma[:, None, None] * (yy @ u - yq[..., None])
+        v = tf.linalg.triangular_solve(r, rhs, lower=False, adjoint=True)
+        back = tf.argsort(order, axis=1)  # age -> slot
+        u_slot = tf.gather(u[..., 0], back, batch_dims=1)
+        v_slot = tf.gather(v[..., 0], back, batch_dims=1)
+        hq = gamma[:, None] * (q - tf.einsum("bmn,bm->bn", self.y_hist, u_slot)) + tf.einsum("bmn,bm->bn", self.s_hist, v_slot)
+        return -tf.where(free, hq, 0.0)
 
     def _step(self) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Evaluate every image's trial point and advance its line search; return (its terms, all finite?)."""
@@ -147,7 +165,6 @@ class ProjectedLBFGS:
         at = tf.stack([tf.range(b), head], axis=1)
         for hist, new in ((self.s_hist, s), (self.y_hist, y)):
             hist.scatter_nd_update(at, tf.where(store[:, None], new, tf.gather_nd(hist, at)))
-        self.rho.scatter_nd_update(at, tf.where(store, 1.0 / tf.where(store, sy, 1.0), tf.gather_nd(self.rho, at)))
         head = tf.where(store, (head + 1) % m, head)
         count = tf.where(store, tf.minimum(count + 1, m), count)
 
