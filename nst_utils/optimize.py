@@ -270,16 +270,19 @@ def next_call_evals(k: int, n: int, seconds: float, calls: int, seconds_per_call
     return int(min(MAX_CALL_EVALS, max(1, round(target * n / max(seconds, 1e-9)))))
 
 
-def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: float | None = None) -> int:
+def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: float | None = None,
+                align: int | None = None) -> int:
     """Run `opt` until `tracker` holds `steps` evaluations or stops; return the number of compiled calls made.
 
     Each call runs k evaluations in the graph and hands back only their loss terms; images cross to the host only
-    when the tracker's callback asks for the latest one.
+    when the tracker's callback asks for the latest one. With `align`, calls also end at each multiple of it (so
+    `save_every` sees its steps).
     """
     k, calls = 1, 0
     while not tracker.stop and tracker.count < steps:
         start = time.perf_counter()
-        terms, n = opt.iterate(tf.constant(min(k, steps - tracker.count), tf.int32))
+        todo = min(k, steps - tracker.count, align - tracker.count % align if align else k)
+        terms, n = opt.iterate(tf.constant(todo, tf.int32))
         values = {name: v.numpy() for name, v in terms.items()}
         calls += 1
         k = next_call_evals(k, int(n), time.perf_counter() - start, calls, seconds_per_call)
@@ -288,7 +291,8 @@ def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: floa
 
 
 def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, memory: int = 20,
-              state: Sequence[np.ndarray] | None = None, seconds_per_call: float | None = None) -> int:
+              state: Sequence[np.ndarray] | None = None, seconds_per_call: float | None = None,
+              align: int | None = None) -> int:
     """Minimise with the projected L-BFGS in TensorFlow (lbfgs.py) under [0, 1] pixel bounds; return compiled calls.
 
     `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's L-BFGS
@@ -300,7 +304,7 @@ def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracke
         opt.start(x0[None])
     tracker.state = lambda: (opt.best()[0], opt.state())
     try:
-        return drive_lbfgs(opt, steps, tracker, seconds_per_call)
+        return drive_lbfgs(opt, steps, tracker, seconds_per_call, align)
     finally:
         if np.isfinite(opt.best_f.numpy()[0]):
             tracker.best_image = opt.best()[0]
@@ -388,7 +392,8 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     try:
         if len(tracker.history["total"]) < config.steps:
             if config.optimizer == "lbfgs":
-                run_lbfgs(objective, x0, config.steps, tracker, state=ckpt.optimizer_state if ckpt else None)
+                run_lbfgs(objective, x0, config.steps, tracker, state=ckpt.optimizer_state if ckpt else None,
+                          align=save_every)
             elif config.optimizer == "lbfgs-scipy":
                 run_scipy_lbfgs(objective, x0, config.steps, tracker)
             else:

@@ -124,3 +124,10 @@ def test_tol_stops_a_converged_run(content_image, style_image):
     assert opt.converged([10.0] * 21 + [9.99], 0.01) and not opt.converged([10.0] * 21 + [8.0], 0.01)
     with pytest.raises(Exception, match="tol"):
         opt.StyleConfig(tol=-1.0)
+
+
+def test_save_every_sees_its_steps_with_long_calls(monkeypatch, tmp_path, content_image, style_image):
+    monkeypatch.setattr(opt, "CALL_SECONDS", 600.0)  # calls would otherwise run to the end in one go
+    out = tmp_path / "o.png"
+    r = stylize(content_image, style_image, size=32, steps=7, output=out, save_every=3, progress=False)
+    assert r.steps == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o_0003.png", "o_0006.png"]
