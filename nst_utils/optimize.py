@@ -259,10 +259,11 @@ def lbfgs_for(owner, value_and_grad, shape: tuple[int, ...], memory: int = 20) -
     return kept[(shape, memory)]
 
 
-def next_call_evals(k: int, n: int, seconds: float, calls: int, seconds_per_call: float | None = None) -> int:
+def next_call_evals(n: int, seconds: float, calls: int, seconds_per_call: float | None = None) -> int:
     """Return how many evaluations the next compiled call should make: about `seconds_per_call` worth, at least 1.
 
-    The first call traces and the second measures, so both make one evaluation; then k follows the latest call's rate.
+    `n` evaluations took `seconds` in the latest of `calls` calls. The first call traces and the second measures, so
+    both make one evaluation; then k follows the latest call's rate.
     """
     target = CALL_SECONDS if seconds_per_call is None else seconds_per_call
     if calls < 2 or target <= 0:
@@ -285,7 +286,7 @@ def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: floa
         terms, n = opt.iterate(tf.constant(todo, tf.int32))
         values = {name: v.numpy() for name, v in terms.items()}
         calls += 1
-        k = next_call_evals(k, int(n), time.perf_counter() - start, calls, seconds_per_call)
+        k = next_call_evals(int(n), time.perf_counter() - start, calls, seconds_per_call)
         tracker.record_chunk(values, opt.last)
     return calls
 

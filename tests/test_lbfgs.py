@@ -98,8 +98,8 @@ def test_a_run_of_n_evaluations_makes_about_n_over_k_compiled_calls(monkeypatch,
     monkeypatch.setattr(opt, "drive_lbfgs", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
     r = stylize(content_image, style_image, size=32, steps=60, progress=False)
     assert r.steps == 60 and calls == [3]
-    assert opt.next_call_evals(1, 5, 0.05, calls=3, seconds_per_call=1.0) == 100  # k = 1 s / seconds per evaluation
-    assert opt.next_call_evals(1, 5, 0.05, calls=1, seconds_per_call=1.0) == 1  # the first calls trace and measure
+    assert opt.next_call_evals(5, 0.05, calls=3, seconds_per_call=1.0) == 100  # k = 1 s / seconds per evaluation
+    assert opt.next_call_evals(5, 0.05, calls=1, seconds_per_call=1.0) == 1  # the first calls trace and measure
 
 
 def test_resume_of_an_interrupted_run_equals_the_uninterrupted_run(monkeypatch, tmp_path, content_image, style_image):
