@@ -1,15 +1,19 @@
-"""Side-by-side benchmark: the TensorFlow tutorial's Adam recipe against this project's default (fast) path.
+"""Side-by-side benchmark: the TensorFlow tutorial's Adam recipe against scipy's L-BFGS-B and this project's L-BFGS.
 
-Both run in one process, one after the other, on the same objective (the package's default objective: the tutorial's
+All run in one process, one after the other, on the same objective (the package's default objective: the tutorial's
 layers and weights) at the same size, each from a fresh `stylize` call (trace and target time included). Every
-objective value printed is the full-size objective; the two final images are re-evaluated on one shared objective.
+objective value printed is the full-size objective; the final images are re-evaluated on one shared objective.
 
-    python -m nst_utils.bench            # 512 px, 1000 tutorial steps, then ours for as long (~42 min, 2 cores)
-    python -m nst_utils.bench --fast-max-s 600   # the same, ours capped at 600 s (~31 min)
+    python -m nst_utils.bench            # 512 px, 1000 tutorial steps, then each L-BFGS for as long (~1 h, 2 cores)
+    python -m nst_utils.bench --fast-max-s 600   # the same, each L-BFGS capped at 600 s
     python -m nst_utils.bench --quick    # 128 px, 100 tutorial steps (a CI-sized check)
+    python -m nst_utils.bench --quick --json     # also one JSON object per run (a line each)
 
-The last line is `speedup X.Yx`: the tutorial's wall time divided by the time our path takes to reach the tutorial's
-final objective (0.0x when it does not reach it within its budget).
+One row per optimiser: evaluations and seconds to the tutorial's final objective, the objective at equal time, and
+host milliseconds per evaluation (wall time per evaluation outside the value-and-gradient graph: the steady-state
+wall time per evaluation, first two evaluations left out, minus the best time of one value-and-gradient evaluation
+measured alone). The last line is `speedup X.Yx`: the tutorial's wall time divided by the time the default optimiser
+takes to reach the tutorial's final objective (0.0x when it does not reach it within its budget).
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ def peak_mb() -> float:
 
 
 class Clock:
-    """A stylize callback that records (seconds since start, total objective) per evaluation; stops on a budget.
+    """A stylize callback that records (seconds since start, total objective) per call and the step of each call;
+    stops on a budget. Optimisers that call back once per k evaluations (ours) get their times interpolated.
 
     With `verify` (image -> float32 objective) and `target`, every new best image whose own objective is within 10%
     of the target is re-evaluated by `verify` until one reaches it (a run in bfloat16 is judged on the float32
@@ -93,6 +98,7 @@ class Clock:
                  verify=None, target: float | None = None):
         self.t0 = time.perf_counter()
         self.points: list[tuple[float, float]] = []
+        self.steps: list[int] = []
         self.budget_s, self.max_evals = budget_s, max_evals
         self.name, self.every = name, every
         self.verify, self.target = verify, target
@@ -101,6 +107,7 @@ class Clock:
 
     def __call__(self, step: int, image, terms: dict) -> bool:
         self.points.append((time.perf_counter() - self.t0, float(terms["total"])))
+        self.steps.append(step)
         value = self.points[-1][1]
         if self.verify is not None and self.reached is None and value < self.best and value <= 1.1 * self.target:
             t = time.perf_counter()
@@ -109,37 +116,61 @@ class Clock:
                 self.reached = (step, self.points[-1][0], checked)
             self.t0 += time.perf_counter() - t
         self.best = min(self.best, value)
-        if self.every and step % self.every == 0:
+        if self.every and (len(self.steps) < 2 or step // self.every > self.steps[-2] // self.every):
             print(f"  {self.name} step {step}: {self.points[-1][0]:.1f} s, objective {self.points[-1][1]:.4g}", flush=True)
         over_time = self.budget_s is not None and self.points[-1][0] >= self.budget_s
         return over_time or (self.max_evals is not None and step >= self.max_evals)
 
-    def first_time_at_or_below(self, value: float) -> float | None:
+    def seconds_at(self, step: int) -> float:
+        """Return the time of evaluation `step` (1-based), interpolated between the calls around it."""
+        i = next(i for i, s in enumerate(self.steps) if s >= step)
+        t_hi, s_hi = self.points[i][0], self.steps[i]
+        t_lo, s_lo = (self.points[i - 1][0], self.steps[i - 1]) if i else (0.0, 0)
+        return t_lo + (t_hi - t_lo) * (step - s_lo) / max(s_hi - s_lo, 1)
+
+    def first_time_at_or_below(self, value: float, history: list[float] | None = None) -> float | None:
         """Return the time of the first evaluation whose objective is <= value (verified if verifying), or None."""
+        n = self.evals_to(value, history)
         if self.verify is not None:
             return self.reached[1] if self.reached else None
-        return next((t for t, v in self.points if v <= value), None)
+        return None if n is None else self.seconds_at(n)
 
-    def evals_to(self, value: float) -> int | None:
-        """Return how many evaluations it took to reach `value` (verified if verifying), or None."""
+    def evals_to(self, value: float, history: list[float] | None = None) -> int | None:
+        """Return how many evaluations it took to reach `value` (verified if verifying; from `history` if given)."""
         if self.verify is not None:
             return self.reached[0] if self.reached else None
-        return next((i + 1 for i, (_, v) in enumerate(self.points) if v <= value), None)
+        values = history if history is not None else [v for _, v in self.points]
+        return next((i + 1 for i, v in enumerate(values) if v <= value), None)
+
+    def host_ms_per_eval(self, eval_seconds: float) -> float:
+        """Return the steady-state wall ms per evaluation (evaluations 3 on) minus `eval_seconds`, the graph's own."""
+        i = next((i for i, s in enumerate(self.steps) if s >= 2), None)
+        if i is None or self.steps[-1] <= self.steps[i]:
+            return float("nan")
+        per_eval = (self.points[-1][0] - self.points[i][0]) / (self.steps[-1] - self.steps[i])
+        return 1e3 * (per_eval - eval_seconds)
+
+
+LABELS = {"adam": "tutorial Adam (lr .02, b1 .99, eps .1)", "lbfgs-scipy": "scipy L-BFGS-B (lbfgs-scipy)",
+          "lbfgs": "projected L-BFGS in TF (lbfgs)"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print its table; the last line is `speedup X.Yx`."""
+    """Run the benchmark and print its table (and JSON lines with --json); the last line is `speedup X.Yx`."""
     p = argparse.ArgumentParser(prog="python -m nst_utils.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="CI-sized: 128 px and 100 tutorial steps")
     p.add_argument("--size", type=int, help="long side in px (default 512, 128 with --quick)")
     p.add_argument("--baseline-steps", type=int, help="tutorial Adam steps (default 1000, 100 with --quick)")
     p.add_argument("--fast-max-s", type=float, default=None,
-                   help="cap our path's wall time (default: the baseline's time, i.e. equal time)")
-    p.add_argument("--fast-max-evals", type=int, default=5000, help="cap our path's evaluations (default %(default)s)")
+                   help="cap each L-BFGS run's wall time (default: the baseline's time, i.e. equal time)")
+    p.add_argument("--fast-max-evals", type=int, default=5000, help="cap each L-BFGS run's evaluations (default %(default)s)")
+    p.add_argument("--optimizers", nargs="+", default=["lbfgs-scipy", "lbfgs"], choices=["lbfgs-scipy", "lbfgs"],
+                   help="the L-BFGS runs after the tutorial's (default: both)")
     p.add_argument("--content", default=None, help="content image (default: the package default)")
     p.add_argument("--style", default=None, help="style image (default: the package default)")
     p.add_argument("--every", type=int, default=0, help="print progress every N evaluations (default: never)")
-    p.add_argument("--save", metavar="PREFIX", help="write PREFIX_tutorial.png, PREFIX_fast.png and PREFIX.json")
+    p.add_argument("--json", action="store_true", help="also print one JSON object per run, one line each")
+    p.add_argument("--save", metavar="PREFIX", help="write PREFIX_<optimizer>.png and PREFIX.json")
     args = p.parse_args(argv)
     size = args.size or (128 if args.quick else 512)
     steps = args.baseline_steps or (100 if args.quick else 1000)
@@ -151,26 +182,29 @@ def main(argv: list[str] | None = None) -> int:
     from .model import resolve_precision
     from .optimize import build_objective, stylize
 
-    ours_cfg = StyleConfig(size=size, steps=args.fast_max_evals)  # the default path, given enough evaluations
+    default = StyleConfig().optimizer
     base_cfg = StyleConfig(size=size, steps=steps, optimizer="adam", precision="float32")  # the tutorial, as it is
+    configs = {o: StyleConfig(size=size, steps=args.fast_max_evals, optimizer=o) for o in args.optimizers}
     objective_fields = ("size", "alpha", "beta", "tv", "content_layers", "style_layers", "style_layer_weights",
                         "pooling", "init", "style_scale", "style_blend", "style_layer_weight_exp", "preserve_colors")
-    assert all(getattr(ours_cfg, f) == getattr(base_cfg, f) for f in objective_fields), "objectives differ"
+    assert all(getattr(c, f) == getattr(base_cfg, f) for c in configs.values() for f in objective_fields), "objectives differ"
 
     inputs = prepare_inputs(base_cfg, args.content, args.style)
     h, w = inputs.content.shape[:2]
-    precision = resolve_precision(ours_cfg.precision)
-    print(f"benchmark: {w}x{h} px, tutorial Adam {steps} steps (float32) vs default path "
-          f"(optimizer {ours_cfg.optimizer}, precision {ours_cfg.precision} -> {precision}); "
+    precision = resolve_precision(StyleConfig().precision)
+    print(f"benchmark: {w}x{h} px, tutorial Adam {steps} steps (float32) vs {', '.join(args.optimizers)} "
+          f"(precision {StyleConfig().precision} -> {precision}; default optimizer {default}); "
           f"TF {tf.__version__}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads", flush=True)
     n_mm = 1024 if size <= 256 else 2048
     peak = {dt: matmul_peak(n_mm, dtype=dt) for dt in ("float32", "bfloat16")}
     per_eval = conv_gflop(h, w)
+    eval_s = {dt: evaluation_seconds(args.content, args.style, size, dt)[0] for dt in {"float32", precision}}
     print(f"matmul peak {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} GFLOP/s bfloat16; "
-          f"VGG19 forward + input gradient {per_eval:.1f} GFLOP per evaluation", flush=True)
+          f"VGG19 forward + input gradient {per_eval:.1f} GFLOP per evaluation; one value-and-gradient evaluation "
+          + ", ".join(f"{1e3 * t:.0f} ms {dt}" for dt, t in sorted(eval_s.items())), flush=True)
 
     # One float32 objective judges everything: the tutorial's run, ours while it runs (bf16 runs are re-checked in
-    # float32 near the target, that time left out), and both final images.
+    # float32 near the target, that time left out), and all final images.
     check = build_objective(base_cfg, inputs.content, inputs.styles, inputs.blend)
 
     def full(img: np.ndarray) -> float:
@@ -180,55 +214,61 @@ def main(argv: list[str] | None = None) -> int:
     base = stylize(args.content, args.style, base_cfg, callback=base_clock, progress=False)
     base_s = base_clock.points[-1][0]
     base_final = base.best_loss
-    print(f"tutorial Adam: {len(base_clock.points)} steps in {base_s:.1f} s, final objective {base_final:.4g}, "
-          f"{per_eval * len(base_clock.points) / base_s:.0f} GFLOP/s, peak memory so far {peak_mb():.0f} MiB", flush=True)
-
+    print(f"tutorial Adam: {base.steps} steps in {base_s:.1f} s, final objective {base_final:.4g}, "
+          f"{per_eval * base.steps / base_s:.0f} GFLOP/s, peak memory so far {peak_mb():.0f} MiB", flush=True)
     budget = args.fast_max_s if args.fast_max_s is not None else base_s
-    ours_clock = Clock(budget_s=budget, max_evals=args.fast_max_evals, name="default path", every=args.every,
-                       verify=full if precision != "float32" else None, target=base_final)
-    ours = stylize(args.content, args.style, ours_cfg, callback=ours_clock, progress=False)
-    ours_s = ours_clock.points[-1][0]
-    reach = ours_clock.first_time_at_or_below(base_final)
-    n_reach = ours_clock.evals_to(base_final)
-    base_check, ours_check = full(base.image), full(ours.image)
+    rows = [dict(run="tutorial", optimizer="adam", precision="float32", evals=base.steps, seconds=base_s,
+                 evals_to_target=base_clock.evals_to(base_final), seconds_to_target=base_s,
+                 host_ms_per_eval=base_clock.host_ms_per_eval(eval_s["float32"]), final_objective=full(base.image))]
+    images = {"adam": base.image}
+    for name, cfg in configs.items():
+        clock = Clock(budget_s=budget, max_evals=args.fast_max_evals, name=name, every=args.every,
+                      verify=full if precision != "float32" else None, target=base_final)
+        r = stylize(args.content, args.style, cfg, callback=clock, progress=False)
+        images[name] = r.image
+        hist = r.history["total"]
+        rows.append(dict(run="equal time" if budget >= base_s else f"{budget:.0f} s cap", optimizer=name,
+                         precision=precision, evals=r.steps, seconds=clock.points[-1][0],
+                         evals_to_target=clock.evals_to(base_final, hist),
+                         seconds_to_target=clock.first_time_at_or_below(base_final, hist),
+                         host_ms_per_eval=clock.host_ms_per_eval(eval_s[precision]), final_objective=full(r.image)))
+        row = rows[-1]
+        print(f"{name}: {r.steps} evaluations in {row['seconds']:.1f} s (budget {budget:.0f} s), final objective "
+              f"{row['final_objective']:.4g}, host {row['host_ms_per_eval']:.1f} ms per evaluation, "
+              f"{per_eval * r.steps / row['seconds']:.0f} GFLOP/s", flush=True)
     for dt in peak:  # again at the end: the best of both (load varies)
         peak[dt] = max(peak[dt], matmul_peak(n_mm, dtype=dt))
 
-    rate = per_eval * len(ours_clock.points) / ours_s
-    print(f"default path: {len(ours_clock.points)} full-size evaluations in {ours_s:.1f} s "
-          f"(budget {budget:.0f} s), final objective {ours.best_loss:.4g} ({precision}), {rate:.0f} GFLOP/s")
-    print(f"re-evaluated on one float32 full-size objective: tutorial {base_check:.4g}, default path {ours_check:.4g}")
     print()
-    print("| run | size | evals | wall s | objective (float32) |")
-    print("|---|---|---|---|---|")
-    print(f"| tutorial Adam (lr .02, b1 .99, eps .1) | {w}x{h} | {len(base_clock.points)} | {base_s:.1f} | {base_final:.4g} |")
-    if reach is not None:
-        reached = ours_clock.reached[2] if ours_clock.reached else ours_clock.points[n_reach - 1][1]
-        print(f"| default path, to the tutorial's final objective | {w}x{h} | {n_reach} | {reach:.1f} | {reached:.4g} |")
-    label = "at equal time" if budget >= base_s else f"at its {budget:.0f} s cap"
-    print(f"| default path, {label} | {w}x{h} | {len(ours_clock.points)} | {ours_s:.1f} | {ours_check:.4g} |")
+    print("| run | size | evals to tutorial's objective | s to it | evals | wall s | objective (float32) | host ms/eval |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        reach = "not reached" if row["evals_to_target"] is None else f"{row['evals_to_target']}"
+        secs = "-" if row["seconds_to_target"] is None else f"{row['seconds_to_target']:.1f}"
+        print(f"| {LABELS[row['optimizer']]}, {row['run']} | {w}x{h} | {reach} | {secs} | {row['evals']} | "
+              f"{row['seconds']:.1f} | {row['final_objective']:.4g} | {row['host_ms_per_eval']:.1f} |")
     print()
     print(f"baseline time {base_s:.1f} s, final objective {base_final:.4g}")
-    if reach is None:
-        print(f"time to baseline quality: not reached in {ours_s:.1f} s (best {ours_check:.4g})")
-    else:
-        print(f"time to baseline quality {reach:.1f} s, ratio {base_s / reach:.2f}")
-        print(f"evaluations to baseline quality {n_reach} (tutorial {len(base_clock.points)}), "
-              f"ratio {len(base_clock.points) / n_reach:.2f} (independent of CPU contention)")
-    print(f"our final objective at equal time {ours_check:.4g}" if budget >= base_s else
-          f"our final objective at its {budget:.0f} s cap {ours_check:.4g} (not an equal-time run)")
+    for row in rows[1:]:
+        t = row["seconds_to_target"]
+        print(f"{row['optimizer']}: " + (f"not reached in {row['seconds']:.1f} s" if t is None else
+              f"time to baseline quality {t:.1f} s (speedup {base_s / t:.2f}x), {row['evals_to_target']} evaluations "
+              f"(tutorial {base.steps}, ratio {base.steps / row['evals_to_target']:.2f})"))
     print(f"peak memory {peak_mb():.0f} MiB (whole process)")
-    print(f"achieved {per_eval * len(base_clock.points) / base_s:.0f} GFLOP/s (tutorial, float32 peak "
-          f"{peak['float32']:.0f}), {rate:.0f} GFLOP/s (default path, {precision} peak {peak[precision]:.0f})")
+    print(f"matmul peak at the end {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} bfloat16")
+    if args.json:
+        for row in rows:
+            print(json.dumps({**row, "size": [w, h]}))
     if args.save:
         from .images import save_image
 
-        save_image(base.image, f"{args.save}_tutorial.png")
-        save_image(ours.image, f"{args.save}_fast.png")
+        for name, img in images.items():
+            save_image(img, f"{args.save}_{name}.png")
         with open(f"{args.save}.json", "w") as f:
-            json.dump({"size": [w, h], "precision": precision, "baseline": base_clock.points, "ours": ours_clock.points,
-                       "reached": ours_clock.reached, "peak_gflops": peak, "gflop_per_eval": per_eval,
-                       "peak_mb": peak_mb()}, f)
+            json.dump({"size": [w, h], "precision": precision, "rows": rows, "peak_gflops": peak,
+                       "gflop_per_eval": per_eval, "eval_seconds": eval_s, "peak_mb": peak_mb()}, f)
+    ours = next((row for row in rows if row["optimizer"] == default), None)
+    reach = ours["seconds_to_target"] if ours else None
     print(f"speedup {base_s / reach if reach else 0.0:.1f}x")
     return 0
 

@@ -23,12 +23,14 @@ class Checkpoint:
     """A run's state: where the optimiser stands, the best image so far, its inputs, config and loss history."""
 
     config: StyleConfig
-    image: np.ndarray  # the optimiser's current image (Adam) or the restart point (L-BFGS)
+    image: np.ndarray  # the optimiser's current image (Adam), the best image (lbfgs), the restart point (lbfgs-scipy)
     best_image: np.ndarray
     best_loss: float
     history: dict[str, list[float]]
     inputs: Inputs
-    optimizer_state: list[np.ndarray] = field(default_factory=list)  # Adam: iteration, moments, velocities
+    # Adam: iteration, moments, velocities; lbfgs: lbfgs.ProjectedLBFGS.STATE (the (s, y) memory, line search, best
+    # image), so a resumed run continues the same L-BFGS run; lbfgs-scipy: none (it restarts from the image)
+    optimizer_state: list[np.ndarray] = field(default_factory=list)
 
     @property
     def step(self) -> int:

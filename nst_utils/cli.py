@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="result.png", help="output PNG path (default: %(default)s)")
     s.add_argument("--size", type=_positive_int, default=d["size"].default, help="long side of the output in px (default: %(default)s)")
     s.add_argument("--steps", type=_positive_int, default=d["steps"].default, help="loss evaluations / optimiser steps (default: %(default)s)")
-    s.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default, help="default: %(default)s")
+    s.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default,
+                   help="lbfgs: projected L-BFGS in TensorFlow (on the GPU if there is one); lbfgs-scipy: scipy's "
+                        "L-BFGS-B on the host, the reference; adam: the TensorFlow tutorial's (default: %(default)s)")
+    s.add_argument("--tol", type=float, default=None, metavar="TOL",
+                   help="stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)")
     s.add_argument("--alpha", type=_weight, default=d["alpha"].default, help="content weight (default: %(default)g)")
     s.add_argument("--beta", type=_weight, default=d["beta"].default, help="style weight (default: %(default)g)")
     s.add_argument("--tv", type=_weight, default=d["tv"].default, help="total variation weight (default: %(default)g)")
@@ -149,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--save-dir", help="also write each image here as r<row>_c<column>.png")
     w.add_argument("--size", type=_positive_int, default=256, help="long side in px (default: %(default)s)")
     w.add_argument("--steps", type=_positive_int, default=100, help="loss evaluations (default: %(default)s)")
-    w.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default, help="default: %(default)s")
+    w.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default,
+                   help="lbfgs (batched, TensorFlow) or adam; lbfgs-scipy runs the images one at a time (default: %(default)s)")
     w.add_argument("--alpha", type=_weight, default=d["alpha"].default, help="content weight (default: %(default)g)")
     w.add_argument("--tv", type=_weight, default=d["tv"].default, help="total variation weight (default: %(default)g)")
     w.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS), metavar="LAYER", help="default: %(default)s")
@@ -199,7 +204,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                          tv=args.tv, content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
                          style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
                          init=args.init, seed=args.seed, pooling=args.pooling, learning_rate=args.lr, precision=args.precision,
-                         style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
+                         tol=args.tol, style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
                          style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
     config = None if args.resume else StyleConfig(**config_kwargs)  # resuming: the checkpoint's
     out = ensure_writable(args.output)

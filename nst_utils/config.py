@@ -11,7 +11,7 @@ from .model import POOLINGS, PRECISIONS, check_layers
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
 SEED_STYLE_LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")  # the original write-up's three
-OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # "lbfgs-scipy": scipy's L-BFGS-B, the reference
+OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # "lbfgs": projected L-BFGS in TensorFlow; "lbfgs-scipy": scipy's L-BFGS-B
 INITS = ("content", "noise", "style")
 PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
 
@@ -33,6 +33,7 @@ class StyleConfig:
     seed: int | None = 0
     pooling: str = "max"
     learning_rate: float = 0.02
+    tol: float | None = None  # stop when the objective falls by less than this (relative) over 20 evaluations; None: off
     style_blend: tuple[float, ...] | None = None  # one weight per style image, normalised; None: equal
     style_scale: float = 1.0  # style images' long side = style_scale * size
     style_layer_weight_exp: float | None = None  # layer i weighs exp**i (normalised), as anishathalye/neural-style
@@ -58,6 +59,9 @@ class StyleConfig:
             raise NSTError("alpha and beta are both 0: nothing to optimise")
         if self.learning_rate == 0:
             raise NSTError("learning_rate must be > 0")
+        if self.tol is not None and (not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool)
+                                     or not math.isfinite(self.tol) or self.tol < 0):
+            raise NSTError(f"tol must be a finite number >= 0 (or None: off), got {self.tol!r}")
         if self.optimizer not in OPTIMIZERS:
             raise NSTError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:

@@ -3,7 +3,8 @@
 The model (calibrated on CPU against the peak RSS of `nst stylize` at several sizes, see `estimate_bytes`):
 
     peak = BASE + ACTIVATION_FACTOR * (VGG19 activations up to the deepest layer, float32)
-                + (2 * maxcor + LBFGS_EXTRA_VECTORS) * 3HW * 8 bytes        (L-BFGS history, float64)
+                + (2 * maxcor + LBFGS_EXTRA_VECTORS) * 3HW * 8 bytes        (scipy's L-BFGS-B, float64)
+             or + (2 * maxcor + TF_LBFGS_VECTORS) * 3HW * 4 bytes           (the projected L-BFGS in TF, float32)
 
 `BASE` is TensorFlow, the VGG19 weights and Python; ACTIVATION_FACTOR covers what the forward pass keeps for the
 backward pass (convolution inputs and ReLU outputs), the gradients flowing back, and the style image's forward pass.
@@ -25,6 +26,7 @@ MIB = 1 << 20
 BASE_BYTES = 750 * MIB  # TensorFlow + VGG19 weights + interpreter (the fit's intercept)
 ACTIVATION_FACTOR = 3.6  # bytes kept per activation byte (forward kept for backward + gradients + transients)
 LBFGS_EXTRA_VECTORS = 12  # scipy L-BFGS-B work arrays besides the 2*maxcor history, each 3HW float64
+TF_LBFGS_VECTORS = 14  # lbfgs.ProjectedLBFGS: 6 state vectors (x, g, d, trial, evaluated, best) + temporaries, float32
 ADAM_VECTORS = 6  # image, two moments, gradient, copies; float32
 SAFETY = 0.9  # use at most this share of the available memory
 SKIP_ENV = "NST_NO_MEMORY_CHECK"
@@ -58,7 +60,12 @@ def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None,
     layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
     acts = activation_elements(height, width, layers) * 4 * batch
     pixels = height * width * 3 * batch
-    opt = (2 * maxcor + LBFGS_EXTRA_VECTORS) * pixels * 8 if optimizer.startswith("lbfgs") else ADAM_VECTORS * pixels * 4
+    if optimizer == "lbfgs-scipy":
+        opt = (2 * maxcor + LBFGS_EXTRA_VECTORS) * pixels * 8
+    elif optimizer == "lbfgs":
+        opt = (2 * maxcor + TF_LBFGS_VECTORS) * pixels * 4
+    else:
+        opt = ADAM_VECTORS * pixels * 4
     return int(BASE_BYTES + ACTIVATION_FACTOR * acts + opt)
 
 

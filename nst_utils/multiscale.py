@@ -47,7 +47,7 @@ def coarse_to_fine(config: StyleConfig, content: np.ndarray, styles: Sequence[np
         start = resize(np.clip(x, 0.0, 1.0), hw) if x.shape[:2] != hw else x
         if x is not x0:
             start = with_detail(x, c)
-        tracker = _Tracker(config.scale_steps, None, False, f"lbfgs {hw[1]}x{hw[0]}")
+        tracker = _Tracker(config.scale_steps, None, False, f"lbfgs {hw[1]}x{hw[0]}")  # the same L-BFGS as stylize
         run_lbfgs(objective, start.astype(np.float32), config.scale_steps, tracker)
         tracker.close()
         x = tracker.best_image if tracker.best_image is not None else start

@@ -1,4 +1,4 @@
-"""The engine: `stylize` optimises an image's pixels with L-BFGS (scipy) or Adam (Keras) over one Objective."""
+"""The engine: `stylize` optimises an image's pixels with L-BFGS (ours in TensorFlow, or scipy's) or Adam over one Objective."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .config import StyleConfig
 from .controls import prepare_inputs
 from .errors import NSTError
 from .images import WriteError, load_image, resize, save_image
+from .lbfgs import FIRST_STEP, ProjectedLBFGS
 from .losses import Objective
 from .model import FeatureExtractor, resolve_precision
 
@@ -28,6 +29,9 @@ ImageLike = "str | os.PathLike | np.ndarray"
 # callback(step, image HxWx3 in [0,1], terms as floats) -> True to stop early
 Callback = Callable[[int, np.ndarray, dict], "bool | None"]
 TERMS = ("content", "style", "tv", "total")
+CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: the progress bar and callbacks update about once a second
+MAX_CALL_EVALS = 1000  # and makes at most this many evaluations
+TOL_WINDOW = 20  # `tol` compares the best objective now with the best TOL_WINDOW evaluations ago
 
 
 @dataclass
@@ -119,8 +123,9 @@ def initial_image(config: StyleConfig, content: np.ndarray, style: np.ndarray) -
 class _Tracker:
     """Records each evaluation's terms, keeps the best image, drives the progress bar and callback."""
 
-    def __init__(self, steps: int, callback: Callback | None, progress: bool, desc: str):
+    def __init__(self, steps: int, callback: Callback | None, progress: bool, desc: str, tol: float | None = None):
         self.history: dict[str, list[float]] = {k: [] for k in TERMS}
+        self.tol = tol
         self.best_loss = math.inf
         self.best_image: np.ndarray | None = None
         self.last_good: np.ndarray | None = None
@@ -130,35 +135,75 @@ class _Tracker:
         self.message = ""
         self.state: Callable[[], tuple[np.ndarray, list[np.ndarray]]] | None = None  # (current image, optimiser arrays)
 
+    @property
+    def count(self) -> int:
+        """Return the number of evaluations recorded."""
+        return len(self.history["total"])
+
     def record(self, image: np.ndarray, terms: dict[str, tf.Tensor]) -> bool:
         """Record one evaluation; return False (and set a message) if the loss is not finite."""
         vals = {k: float(tf.reduce_sum(terms[k])) for k in TERMS}
+        better = vals["total"] < self.best_loss
+        if not self._append(vals):
+            return False
+        self.last_good = image
+        if better:
+            self.best_image = image
+        self._notify(1, lambda: image, vals)
+        return True
+
+    def record_chunk(self, terms: dict[str, np.ndarray], image: Callable[[], np.ndarray]) -> bool:
+        """Record n evaluations (terms: one (n,) or (n, 1) array each) and notify once; return False if one is not finite.
+
+        The best image stays with the optimiser; `image()` fetches the latest evaluated one only if a callback wants it.
+        """
+        rows = [{k: float(np.sum(terms[k][i])) for k in TERMS} for i in range(len(terms["total"]))]
+        recorded = 0
+        for vals in rows:
+            if not self._append(vals):
+                break
+            recorded += 1
+        if recorded:
+            self._notify(recorded, image, rows[recorded - 1])
+        return recorded == len(rows)
+
+    def _append(self, vals: dict[str, float]) -> bool:
+        """Append one evaluation's terms and track the best loss; return False (stop, message) if one is not finite."""
         if not all(map(math.isfinite, vals.values())):
-            self.message = f"loss became {vals['total']} at step {len(self.history['total']) + 1}; kept the last good image"
+            self.message = f"loss became {vals['total']} at step {self.count + 1}; kept the last good image"
             self.stop = True
             return False
         for k in TERMS:
             self.history[k].append(vals[k])
-        self.last_good = image
-        if vals["total"] < self.best_loss:
-            self.best_loss, self.best_image = vals["total"], image
-        self.bar.update(1)
+        self.best_loss = min(self.best_loss, vals["total"])
+        return True
+
+    def _notify(self, n: int, image: Callable[[], np.ndarray], vals: dict[str, float]) -> None:
+        """Advance the progress bar by n, call the callback with the latest evaluation, and check convergence."""
+        self.bar.update(n)
         self.bar.set_postfix(loss=f"{vals['total']:.4g}", refresh=False)
-        if self.callback is not None and self.callback(len(self.history["total"]), image, vals):
+        if self.callback is not None and self.callback(self.count, image(), vals):
             self.stop = True
             self.message = "stopped by callback"
-        return True
+        elif converged(self.history["total"], self.tol):
+            self.stop = True
+            self.message = f"converged: the objective fell by less than tol={self.tol:g} over {TOL_WINDOW} evaluations"
 
     def close(self) -> None:
         """Close the progress bar."""
         self.bar.close()
 
 
+def converged(totals: Sequence[float], tol: float | None, window: int = TOL_WINDOW) -> bool:
+    """Return True if the best objective fell by less than `tol` (relative) over the last `window` evaluations."""
+    if not tol or len(totals) <= window:
+        return False
+    before, now = min(totals[:-window]), min(totals)
+    return before - now < tol * abs(now)
+
+
 class _Stop(Exception):
     """Raised inside scipy's loop to end the L-BFGS run early."""
-
-
-FIRST_STEP = 0.05  # L-BFGS-B's first trial step moves no pixel by more than this (see run_lbfgs)
 
 
 def first_step_scale(gradient: np.ndarray, first_step: float = FIRST_STEP) -> float:
@@ -166,8 +211,8 @@ def first_step_scale(gradient: np.ndarray, first_step: float = FIRST_STEP) -> fl
     return max(float(np.abs(gradient).max()) / first_step, 1e-30) if first_step > 0 else 1.0
 
 
-def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, maxcor: int = 20,
-              first_step: float = FIRST_STEP) -> None:
+def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, maxcor: int = 20,
+                    first_step: float = FIRST_STEP) -> None:
     """Minimise with scipy's L-BFGS-B under [0, 1] pixel bounds for at most `steps` loss evaluations.
 
     With bounds on every pixel, L-BFGS-B's first trial step is the raw gradient, which for this loss pushes most
@@ -205,6 +250,66 @@ def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracke
                     break
     except _Stop:
         pass
+
+
+def lbfgs_for(owner, value_and_grad, shape: tuple[int, ...], memory: int = 20) -> ProjectedLBFGS:
+    """Return the ProjectedLBFGS kept on `owner` (an Objective or a batch) for this shape: one trace per shape and batch."""
+    kept = vars(owner).setdefault("_lbfgs", {})
+    if (shape, memory) not in kept:
+        kept[(shape, memory)] = ProjectedLBFGS(value_and_grad, shape, TERMS, memory)
+    return kept[(shape, memory)]
+
+
+def next_call_evals(n: int, seconds: float, calls: int, seconds_per_call: float | None = None) -> int:
+    """Return how many evaluations the next compiled call should make: about `seconds_per_call` worth, at least 1.
+
+    `n` evaluations took `seconds` in the latest of `calls` calls. The first call traces and the second measures, so
+    both make one evaluation; then k follows the latest call's rate.
+    """
+    target = CALL_SECONDS if seconds_per_call is None else seconds_per_call
+    if calls < 2 or target <= 0:
+        return 1
+    return int(min(MAX_CALL_EVALS, max(1, round(target * n / max(seconds, 1e-9)))))
+
+
+def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: float | None = None,
+                align: int | None = None) -> int:
+    """Run `opt` until `tracker` holds `steps` evaluations or stops; return the number of compiled calls made.
+
+    Each call runs k evaluations in the graph and hands back only their loss terms; images cross to the host only
+    when the tracker's callback asks for the latest one. With `align`, calls also end at each multiple of it (so
+    `save_every` sees its steps).
+    """
+    k, calls = 1, 0
+    while not tracker.stop and tracker.count < steps:
+        start = time.perf_counter()
+        todo = min(k, steps - tracker.count, align - tracker.count % align if align else k)
+        terms, n = opt.iterate(tf.constant(todo, tf.int32))
+        values = {name: v.numpy() for name, v in terms.items()}
+        calls += 1
+        k = next_call_evals(int(n), time.perf_counter() - start, calls, seconds_per_call)
+        tracker.record_chunk(values, opt.last)
+    return calls
+
+
+def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, memory: int = 20,
+              state: Sequence[np.ndarray] | None = None, seconds_per_call: float | None = None,
+              align: int | None = None) -> int:
+    """Minimise with the projected L-BFGS in TensorFlow (lbfgs.py) under [0, 1] pixel bounds; return compiled calls.
+
+    `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's L-BFGS
+    state (memory, line search, best image), so a resumed run continues the same run. The best image stays on the
+    device until the run ends (or is interrupted), then lands in `tracker.best_image`.
+    """
+    opt = lbfgs_for(objective, objective.value_and_grad, (1,) + x0.shape, memory)
+    if not (state and opt.restore(state)):
+        opt.start(x0[None])
+    tracker.state = lambda: (opt.best()[0], opt.state())
+    try:
+        return drive_lbfgs(opt, steps, tracker, seconds_per_call, align)
+    finally:
+        if np.isfinite(opt.best_f.numpy()[0]):
+            tracker.best_image = opt.best()[0]
 
 
 def run_adam(objective: Objective, x0: np.ndarray, steps: int, tracker: _Tracker, learning_rate: float = 0.02,
@@ -279,7 +384,8 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
 
         x0 = coarse_to_fine(config, content_img, style_imgs, x0, inputs.blend, weights)
     t1 = time.perf_counter()
-    tracker = _Tracker(config.steps, callback, progress, f"{config.optimizer} {content_img.shape[1]}x{content_img.shape[0]}")
+    tracker = _Tracker(config.steps, callback, progress, f"{config.optimizer} {content_img.shape[1]}x{content_img.shape[0]}",
+                       tol=config.tol)
     if ckpt:
         ckpt_mod.restore(tracker, ckpt)
     saver = progress_mod.SaveEvery(save_every, output) if save_every is not None else None
@@ -287,8 +393,11 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     interrupted, written, writes = False, None, progress_mod.Writes()
     try:
         if len(tracker.history["total"]) < config.steps:
-            if config.optimizer in ("lbfgs", "lbfgs-scipy"):
-                run_lbfgs(objective, x0, config.steps, tracker)
+            if config.optimizer == "lbfgs":
+                run_lbfgs(objective, x0, config.steps, tracker, state=ckpt.optimizer_state if ckpt else None,
+                          align=save_every)
+            elif config.optimizer == "lbfgs-scipy":
+                run_scipy_lbfgs(objective, x0, config.steps, tracker)
             else:
                 run_adam(objective, x0, config.steps, tracker, config.learning_rate,
                          state=ckpt.optimizer_state if ckpt else None)
@@ -317,7 +426,7 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
                   interrupted=interrupted, message=writes.message(), checkpoint=written, writes=writes)
 
 
-RESUME_FREE = ("steps", "learning_rate", "precision")  # how long and how a resumed run computes may change
+RESUME_FREE = ("steps", "learning_rate", "precision", "tol")  # how long and how a resumed run computes may change
 RESUME_FIXED = tuple(f.name for f in fields(StyleConfig) if f.compare and f.name not in RESUME_FREE)  # the checkpoint's
 
 

@@ -6,22 +6,16 @@ style Grams are computed once and broadcast over the batch. Each image's loss de
 on that image, so the summed objective is separable:
 
 - Adam is elementwise, so a batched Adam run equals the single runs up to float rounding.
-- L-BFGS on the *joint* vector (scipy on all pixels of all images) is not fair: one line
-  search and one curvature memory are shared, so the worst-conditioned image sets the step
-  for all, and images whose loss scale differs by orders of magnitude (block1-only vs
-  all-layer style, beta/alpha a decade apart) barely move. So each image gets its own
-  `scipy.optimize.minimize(method="L-BFGS-B")` with the options `optimize.run_lbfgs` uses
-  (own memory, own line search, [0, 1] bounds, restarted from its best point if scipy stops
-  early), each in its own thread. The threads meet at a barrier on every function evaluation
-  and the calling thread evaluates all their points as one batch, so the evaluations stay
-  batched while image i's path depends on image i alone: a batched sweep equals `stylize` per
-  setting up to float rounding in batched convolutions (tested). TensorFlow, the progress bar
-  and the callback run in the calling thread; the budget (`steps` batched evaluations), a
-  callback's stop, a non-finite loss and Ctrl-C end every thread.
-
-With more than one GPU the batch is split over the devices that
-`tf.distribute.MirroredStrategy` would mirror over (one Objective per device, evaluated
-concurrently); on a CPU or a single GPU everything runs in one batch.
+- L-BFGS on the *joint* vector (all pixels of all images) is not fair: one line search and one
+  curvature memory are shared, so the worst-conditioned image sets the step for all, and images
+  whose loss scale differs by orders of magnitude (block1-only vs all-layer style, beta/alpha a
+  decade apart) barely move. So the batched projected L-BFGS (`lbfgs.ProjectedLBFGS`, the one
+  `stylize` uses) gives each image its own memory, step size, line search and acceptance; only
+  the evaluations are batched, and its iterations run inside one `tf.function` call of k
+  evaluations, so image i's path depends on image i alone: a batched sweep equals `stylize` per
+  setting up to float rounding in batched convolutions (tested). The budget (`steps` batched
+  evaluations), a callback's stop, a non-finite loss and Ctrl-C end the run for every image.
+  scipy's L-BFGS-B (`optimizer="lbfgs-scipy"`) is refused here: call `stylize` per setting.
 """
 
 from __future__ import annotations
@@ -29,21 +23,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import scipy.optimize
 import tensorflow as tf
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .config import StyleConfig
 from .controls import prepare_inputs
+from .errors import NSTError
 from .losses import Objective
 from .model import FeatureExtractor
-from .optimize import TERMS, Result, _Stop, build_objective, first_step_scale, initial_image
+from .optimize import TERMS, Result, build_objective, drive_lbfgs, initial_image, lbfgs_for
 from .images import resize
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
@@ -99,15 +91,21 @@ class _Batch:
             self.objectives.append(obj)
         self.devices = list(devices)[: len(self.chunks)]
 
-    def __call__(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Return ({term: per-image values}, gradient of each image's own total) for a BxHxWx3 batch."""
+    def value_and_grad(self, images: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Return ({term: (B,) values}, gradient of each image's own total) for a BxHxWx3 batch tensor."""
         outs = []
         for dev, obj, idx in zip(self.devices, self.objectives, self.chunks):
             with tf.device(dev) if dev is not None else contextlib.nullcontext():
-                outs.append(obj.value_and_grad(tf.constant(images[idx], tf.float32)))  # async on GPUs
-        terms = {k: np.concatenate([np.asarray(t[k], np.float64).reshape(-1) for t, _ in outs]) for k in TERMS}
-        grad = np.concatenate([g.numpy() for _, g in outs])
-        return terms, grad
+                part = images if len(self.chunks) == 1 else tf.gather(images, idx)
+                outs.append(obj.value_and_grad(part))  # async on GPUs
+        if len(outs) == 1:
+            return outs[0]
+        return {k: tf.concat([tf.reshape(t[k], [-1]) for t, _ in outs], 0) for k in TERMS}, tf.concat([g for _, g in outs], 0)
+
+    def __call__(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Return ({term: per-image values}, gradient of each image's own total) for a BxHxWx3 array."""
+        terms, grad = self.value_and_grad(tf.constant(images, tf.float32))
+        return {k: np.asarray(terms[k], np.float64).reshape(-1) for k in TERMS}, grad.numpy()
 
     def tracing_count(self) -> int:
         """Return the summed tracing count of the objectives (one trace per objective and function)."""
@@ -127,123 +125,66 @@ class _BatchTracker:
         self.stop = False
         self.message = ""
 
+    @property
+    def count(self) -> int:
+        """Return the number of batched evaluations recorded."""
+        return self.evals
+
     def record(self, images: np.ndarray, terms: dict[str, np.ndarray]) -> None:
         """Record one batched evaluation (images are the points the terms describe)."""
-        total = terms["total"]
+        better = np.asarray(terms["total"]) < self.best_loss
+        if self._append(terms):
+            for i in np.flatnonzero(better):
+                self.best_image[i] = images[i].copy()
+            self._notify(1, lambda: images, terms)
+
+    def record_chunk(self, terms: dict[str, np.ndarray], images: Callable[[], np.ndarray]) -> bool:
+        """Record n batched evaluations (terms (n, B) each) and notify once; return False if one was not finite.
+
+        The best images stay with the optimiser; `images()` fetches the latest evaluated batch only for a callback.
+        """
+        rows = [{k: terms[k][r] for k in TERMS} for r in range(len(terms["total"]))]
+        recorded = 0
+        for row in rows:
+            if not self._append(row):
+                break
+            recorded += 1
+        if recorded:
+            self._notify(recorded, images, rows[recorded - 1])
+        return recorded == len(rows)
+
+    def _append(self, terms: dict[str, np.ndarray]) -> bool:
+        """Append one batched evaluation's per-image terms; return False (stop, message) if one is not finite."""
+        total = np.asarray(terms["total"], np.float64).reshape(-1)
         if not np.all(np.isfinite(total)):
             self.stop = True
             self.message = f"loss became non-finite at step {self.evals + 1}; kept the best images so far"
-            return
+            return False
         self.evals += 1
         for i in range(len(total)):
             for k in TERMS:
                 self.history[i][k].append(float(terms[k][i]))
-            if total[i] < self.best_loss[i]:
-                self.best_loss[i], self.best_image[i] = float(total[i]), images[i].copy()
-        self.bar.update(1)
+        self.best_loss = np.minimum(self.best_loss, total)
+        return True
+
+    def _notify(self, n: int, images: Callable[[], np.ndarray], terms: dict[str, np.ndarray]) -> None:
+        """Advance the progress bar by n and call the callback with the latest batch (True from it stops the run)."""
+        self.bar.update(n)
         if self.callback is not None:
-            per_image = [{k: float(terms[k][i]) for k in TERMS} for i in range(len(total))]
-            if self.callback(self.evals, images, per_image):
+            per_image = [{k: float(terms[k][i]) for k in TERMS} for i in range(len(terms["total"]))]
+            if self.callback(self.evals, images(), per_image):
                 self.stop, self.message = True, "stopped by callback"
 
 
-class _Lockstep:
-    """Runs one scipy L-BFGS-B per image, each in its own thread, with every evaluation batched.
-
-    Each worker posts its point and waits at a barrier that the calling thread also joins; the
-    caller then evaluates all points as one batch, records it, and releases the workers with
-    their own value and gradient. TensorFlow, the tracker and the callback therefore run in the
-    caller's thread (where KeyboardInterrupt arrives); the workers only run scipy.
-    """
-
-    def __init__(self, batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, maxcor: int = 20):
-        self.batch, self.x0, self.steps, self.tracker, self.maxcor = batch, x0, steps, tracker, maxcor
-        n = x0.shape[0]
-        self.points = x0.reshape(n, -1).astype(np.float64)  # each image's latest point
-        self.values = np.zeros(n)
-        self.grads = np.zeros_like(self.points)
-        self.scale = np.zeros(n)  # each image's objective divisor, fixed at its first evaluation
-        self.barrier = threading.Barrier(n + 1)  # the n workers and the calling thread
-        self.halt = False  # stop now: callback, non-finite loss, interrupt or error; results not handed out
-        self.spent = False  # the evaluation budget is spent: this result is handed out, the next call stops
-        self.errors: list[BaseException] = []
-
-    def evaluate(self, i: int, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Return (image i's total loss, its gradient) at x, evaluated in the next batch; raise _Stop when done."""
-        if self.halt or self.spent:
-            raise _Stop
-        self.points[i] = x
-        try:
-            self.barrier.wait()  # all points posted: the caller evaluates the batch
-            self.barrier.wait()  # results ready
-        except threading.BrokenBarrierError:
-            raise _Stop from None
-        if self.halt:
-            raise _Stop
-        if not self.scale[i]:  # the same first-step scaling as optimize.run_lbfgs, per image
-            self.scale[i] = first_step_scale(self.grads[i])
-        return float(self.values[i]) / self.scale[i], self.grads[i] / self.scale[i]
-
-    def worker(self, i: int) -> None:
-        """Minimise image i like optimize.run_lbfgs does (restarting from its best point if scipy stops early)."""
-        try:
-            while not (self.halt or self.spent):
-                done = self.tracker.evals
-                left = self.steps - done
-                best = self.tracker.best_image[i]
-                start = best if best is not None else self.x0[i]
-                scipy.optimize.minimize(lambda x: self.evaluate(i, x), start.astype(np.float64).ravel(), jac=True,
-                                        method="L-BFGS-B", bounds=scipy.optimize.Bounds(0.0, 1.0),
-                                        options={"maxiter": left, "maxfun": left, "maxcor": self.maxcor,
-                                                 "ftol": 0.0, "gtol": 0.0})
-                if self.tracker.evals == done:  # scipy ended without evaluating: keep the batch whole
-                    while True:
-                        self.evaluate(i, self.points[i].copy())
-        except _Stop:
-            pass
-        except BaseException as e:  # noqa: BLE001 (handed to the caller, which re-raises it)
-            self.errors.append(e)
-            self.halt = True
-            self.barrier.abort()
-
-    def run(self) -> None:
-        """Evaluate batches until the budget is spent or something stops the run; re-raise a worker's error."""
-        n, shape = self.points.shape[0], self.x0.shape
-        threads = [threading.Thread(target=self.worker, args=(i,), name=f"sweep-lbfgs-{i}", daemon=True)
-                   for i in range(n)]
-        for t in threads:
-            t.start()
-        try:
-            while not (self.halt or self.spent):
-                self.barrier.wait()  # every worker has posted its point
-                images = self.points.reshape(shape).astype(np.float32)
-                terms, grad = self.batch(images)
-                self.tracker.record(images, terms)
-                self.values[:] = terms["total"]
-                self.grads[:] = grad.reshape(n, -1)
-                if self.tracker.stop:
-                    self.halt = True
-                elif self.tracker.evals >= self.steps:
-                    self.spent = True
-                self.barrier.wait()  # hand out the results
-        except threading.BrokenBarrierError:
-            pass  # a worker failed; its error is re-raised below
-        except BaseException:  # KeyboardInterrupt (or a failed evaluation): release every worker, then re-raise
-            self.halt = True
-            self.barrier.abort()
-            raise
-        finally:
-            for t in threads:
-                t.join()
-        if self.errors:
-            raise self.errors[0]
-
-
-def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, maxcor: int = 20) -> None:
-    """Minimise every image with its own scipy L-BFGS-B (as `stylize` does); one batched evaluation per step."""
-
-    with threadpool_limits(limits=1, user_api="blas"):  # spinning BLAS threads take TF's cores
-        _Lockstep(batch, x0, steps, tracker, maxcor).run()
+def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, memory: int = 20) -> int:
+    """Minimise every image with its own projected L-BFGS (as `stylize` does), batched; return compiled calls made."""
+    opt = lbfgs_for(batch, batch.value_and_grad, x0.shape, memory)
+    opt.start(x0)
+    try:
+        return drive_lbfgs(opt, steps, tracker)
+    finally:
+        best, found = opt.best(), np.isfinite(opt.best_f.numpy())
+        tracker.best_image = [best[i] if found[i] else tracker.best_image[i] for i in range(len(best))]
 
 
 def _run_adam(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, learning_rate: float) -> None:
@@ -277,6 +218,9 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     for s in settings:
         if set(s) - allowed:
             raise ValueError(f"a sweep setting may only change {sorted(allowed)}, got {sorted(set(s) - allowed)}")
+    if config.optimizer == "lbfgs-scipy":
+        raise NSTError("a sweep runs optimizer 'lbfgs' (batched, TensorFlow) or 'adam'; for scipy's L-BFGS-B "
+                       "('lbfgs-scipy') call stylize once per setting")
     configs = [config.replace(**s) for s in settings]
     t0 = time.perf_counter()
     inputs = prepare_inputs(config, content, style)  # the same loading, style scale, blend and colours as stylize
@@ -297,7 +241,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     tracker = _BatchTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
     interrupted = False
     try:
-        if config.optimizer in ("lbfgs", "lbfgs-scipy"):
+        if config.optimizer == "lbfgs":
             _run_lbfgs(batch, x0, config.steps, tracker)
         else:
             _run_adam(batch, x0, config.steps, tracker, config.learning_rate)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import nst_utils.optimize as opt
 from nst_utils import StyleConfig, stylize
 from nst_utils.optimize import initial_image
 
@@ -36,14 +37,17 @@ def test_inits(content_image, style_image):
     assert 0.4 < noise.mean() < 0.6 and noise.std() > 0.2
 
 
-def test_callback_sees_every_step_and_can_stop(content_image, style_image):
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgs-scipy"])
+def test_callback_sees_every_step_and_can_stop(monkeypatch, content_image, style_image, optimizer):
+    # ours calls back once per compiled call of k evaluations (about once a second); k = 1 here
+    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)
     seen = []
 
     def cb(step, image, terms):
         seen.append((step, terms["total"]))
         return step == 4
 
-    r = stylize(content_image, style_image, size=64, steps=20, progress=False, callback=cb)
+    r = stylize(content_image, style_image, size=64, steps=20, progress=False, callback=cb, optimizer=optimizer)
     assert [s for s, _ in seen] == [1, 2, 3, 4] and r.steps == 4
     assert r.message == "stopped by callback"
 
@@ -57,32 +61,18 @@ def test_interrupt_keeps_best_image(content_image, style_image):
     assert r.interrupted and r.steps == 5 and r.best_loss == min(r.history["total"])
 
 
-def test_nan_loss_stops_and_keeps_last_good_image(content_image, style_image):
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgs-scipy", "adam"])
+def test_nan_loss_stops_and_keeps_last_good_image(monkeypatch, content_image, style_image, optimizer):
+    # the callback poisons the objective's weight (a variable, so it reaches the compiled loop too) after step 3
+    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)
+    built = []
+    real = opt.build_objective
+    monkeypatch.setattr(opt, "build_objective", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+
     def cb(step, image, terms):
         if step == 3:
-            obj_weights["poison"] = True
+            built[0].set_weights(alpha=float("nan"))
 
-    obj_weights = {}
-    import nst_utils.optimize as opt
-
-    real = opt.build_objective
-
-    def poisoned(*a, **k):
-        obj = real(*a, **k)
-        inner = obj.value_and_grad
-
-        def vg(img):
-            terms, g = inner(img)
-            if obj_weights.get("poison"):
-                terms = dict(terms, total=terms["total"] * float("nan"))
-            return terms, g
-
-        obj.value_and_grad = vg
-        return obj
-
-    opt.build_objective = poisoned
-    try:
-        r = stylize(content_image, style_image, size=64, steps=10, progress=False, callback=cb)
-    finally:
-        opt.build_objective = real
+    r = stylize(content_image, style_image, size=64, steps=10, progress=False, callback=cb, optimizer=optimizer)
     assert r.steps == 3 and "loss became nan" in r.message and np.isfinite(r.image).all()
+    assert r.best_loss == min(r.history["total"])

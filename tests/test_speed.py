@@ -8,6 +8,14 @@ from nst_utils import bench
 from nst_utils.multiscale import coarse_to_fine, with_detail
 
 
+def test_clock_interpolates_once_per_call_callbacks():
+    clock = bench.Clock()
+    clock.points, clock.steps = [(1.0, 9.0), (3.0, 5.0), (13.0, 1.0)], [1, 2, 12]
+    assert clock.seconds_at(7) == pytest.approx(8.0) and clock.seconds_at(1) == 1.0
+    assert clock.evals_to(3.0, [9.0, 5.0, 4.0, 2.5, 1.0]) == 4
+    assert clock.host_ms_per_eval(0.9) == pytest.approx(100.0)  # (13 - 3) s / 10 evaluations - 0.9 s
+
+
 def test_default_path_is_lbfgs_single_scale():
     cfg = StyleConfig()
     assert cfg.optimizer == "lbfgs" and cfg.scales == ()
@@ -49,12 +57,20 @@ def test_conv_gflop_matches_the_notes():
 
 
 def test_bench_quick_runs_end_to_end(capsys):
-    assert bench.main(["--size", "48", "--baseline-steps", "4", "--fast-max-evals", "12"]) == 0
+    import json
+
+    assert bench.main(["--size", "48", "--baseline-steps", "4", "--fast-max-evals", "12", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("speedup ") and out[-1].endswith("x")
     float(out[-1].split()[1][:-1])
     assert any(line.startswith("baseline time") for line in out)
     assert any(line.startswith("peak memory") for line in out)
+    runs = [json.loads(line) for line in out if line.startswith("{")]
+    assert [r["optimizer"] for r in runs] == ["adam", "lbfgs-scipy", "lbfgs"]
+    for r in runs:
+        assert {"run", "optimizer", "evals_to_target", "seconds_to_target", "host_ms_per_eval", "final_objective"} <= set(r)
+        assert r["final_objective"] > 0 and (r["evals_to_target"] is None) == (r["seconds_to_target"] is None)
+    assert runs[0]["evals_to_target"] <= 4
 
 
 def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, style_image):
@@ -67,7 +83,7 @@ def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, sty
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
     before, seen = blas_threads(), []
-    stylize(content_image, style_image, size=48, steps=3, progress=False,
+    stylize(content_image, style_image, size=48, steps=3, progress=False, optimizer="lbfgs-scipy",
             callback=lambda step, image, terms: seen.append(blas_threads()))
     assert seen and all(all(n == 1 for n in counts) for counts in seen)
     assert blas_threads() == before

@@ -1,0 +1,204 @@
+"""A box-constrained (projected) L-BFGS over a batch of images, written in TensorFlow ops.
+
+Each image of the batch has its own memory of `memory` (s, y) pairs, its own step size and its own acceptance; only
+the value-and-gradient evaluation is batched. One call of `ProjectedLBFGS.iterate(k)` runs up to k evaluations inside
+one `tf.function` (a `tf.while_loop`), so on a GPU only a few scalars per call cross to the host. All state lives in
+`tf.Variable`s: a new start, a restored checkpoint or a new k never retraces (one trace per shape and batch).
+
+Per evaluation and image: the trial point x_t = clip(x + t d, lower, upper) is evaluated; the first evaluation of a
+run fixes the image's objective scale (max |gradient| / first_step, so the first step moves no pixel by more than
+`first_step`); afterwards the trial is accepted on the projected Armijo condition f(x_t) <= f(x) + c g.(x_t - x),
+else t is halved. On acceptance the pair (x_t - x, g_t - g) is stored if s.y > eps (curvature check), and the next
+direction is the L-BFGS (two-loop recursion) direction, in its compact matrix form, on the free variables (a variable
+at a bound whose gradient points outward is held); a non-descent direction or too many backtracks clear the memory and restart with steepest descent, whose step
+again moves no pixel by more than `first_step`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+# value_and_grad(x (batch, ...)) -> ({term: (batch,) tensor, at least "total"}, d sum(total) / dx): image i's total
+# must depend on image i alone (a separable batch), as the Objective's does.
+ValueAndGrad = Callable[[tf.Tensor], tuple[dict[str, tf.Tensor], tf.Tensor]]
+
+FIRST_STEP = 0.05  # the first (and every steepest-descent) step moves no pixel by more than this
+ARMIJO = 1e-4  # sufficient-decrease constant of the line search
+CURVATURE_EPS = 1e-10  # a pair is stored only if s.y exceeds this (on the scaled objective)
+MAX_BACKTRACKS = 20  # halvings of one step before the memory is cleared and steepest descent restarts
+
+
+def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Return the per-image dot products of two (batch, n) tensors, shape (batch,)."""
+    return tf.einsum("bn,bn->b", a, b)
+
+
+class ProjectedLBFGS:
+    """Minimises a separable batched objective over images in [lower, upper]; state in variables, loop in a graph."""
+
+    STATE = ("x", "f", "g", "d", "t", "trial", "evaluated", "s_hist", "y_hist", "head", "count",
+             "backtracks", "scale", "fresh", "best_x", "best_f")
+
+    def __init__(self, value_and_grad: ValueAndGrad, shape: Sequence[int], terms: Sequence[str] = ("total",),
+                 memory: int = 20, first_step: float = FIRST_STEP, lower: float = 0.0, upper: float = 1.0):
+        self.fn, self.shape, self.terms = value_and_grad, tuple(int(s) for s in shape), tuple(terms)
+        self.memory, self.first_step, self.lower, self.upper = int(memory), float(first_step), float(lower), float(upper)
+        b, n, m = self.shape[0], int(np.prod(self.shape[1:])), self.memory
+
+        def var(shape, dtype=tf.float32) -> tf.Variable:
+            return tf.Variable(tf.zeros(shape, dtype), trainable=False)
+
+        self.x, self.g, self.d, self.trial, self.evaluated, self.best_x = (var((b, n)) for _ in range(6))
+        self.f, self.t, self.scale, self.best_f = (var((b,)) for _ in range(4))
+        self.s_hist, self.y_hist = var((b, m, n)), var((b, m, n))
+        self.head, self.count, self.backtracks = (var((b,), tf.int32) for _ in range(3))
+        self.fresh = var((b,), tf.bool)
+        self.iterate = tf.function(self._iterate, input_signature=[tf.TensorSpec([], tf.int32)])
+
+    def start(self, x0) -> None:
+        """Begin a new run at x0 (batch, ...): the memory is cleared and the next evaluation is at x0 itself."""
+        x0 = tf.reshape(tf.clip_by_value(tf.convert_to_tensor(x0, tf.float32), self.lower, self.upper),
+                        self.x.shape)
+        for v in (self.x, self.trial, self.evaluated, self.best_x):
+            v.assign(x0)
+        for v in (self.g, self.d, self.f, self.t, self.scale, self.head, self.count, self.backtracks):
+            v.assign(tf.zeros_like(v))
+        self.best_f.assign(tf.fill(self.best_f.shape, math.inf))
+        self.fresh.assign(tf.ones_like(self.fresh))
+
+    def state(self) -> list[np.ndarray]:
+        """Return the whole optimiser state as arrays (in STATE order), for a checkpoint."""
+        return [getattr(self, name).numpy() for name in self.STATE]
+
+    def restore(self, arrays: Sequence[np.ndarray]) -> bool:
+        """Load a state from `state()`; return False (nothing changed) if it does not fit this optimiser."""
+        variables = [getattr(self, name) for name in self.STATE]
+        if len(arrays) != len(variables) or any(tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(arrays, variables)):
+            return False
+        for v, a in zip(variables, arrays):
+            v.assign(tf.convert_to_tensor(a, v.dtype))
+        return True
+
+    def best(self) -> np.ndarray:
+        """Return each image's best evaluated point so far, shape (batch, ...)."""
+        return tf.reshape(self.best_x, self.shape).numpy()
+
+    def last(self) -> np.ndarray:
+        """Return the point of the latest evaluation, shape (batch, ...)."""
+        return tf.reshape(self.evaluated, self.shape).numpy()
+
+    def _free(self, x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        """Return the mask of variables not held at a bound (held: at a bound with the gradient pointing outward)."""
+        return ~(((x <= self.lower) & (g > 0)) | ((x >= self.upper) & (g < 0)))
+
+    def _direction(self, x: tf.Tensor, g: tf.Tensor, count: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
+        """Return the L-BFGS direction -H g on the free variables, each image with its own memory.
+
+        H is the two-loop recursion's inverse-Hessian estimate, applied in its compact form (Byrd, Nocedal and
+        Schnabel 1994): H q = gamma q + S v - gamma Y u, u = R^-1 S'q, v = R^-T ((D + gamma Y'Y) u - gamma Y'q), with R
+        the upper triangle of S'Y in age order and D its diagonal. That is a few batched matrix products over the
+        memory instead of 4m small vector operations, the same maths. Unused slots get a unit row in R and zeros
+        elsewhere, so they contribute nothing.
+        """
+        m = self.memory
+        free = self._free(x, g)
+        q = tf.where(free, g, 0.0)
+        order = (head[:, None] - count[:, None] + tf.range(m)[None]) % m  # age order: oldest used slot first
+        used = tf.range(m)[None] < count[:, None]  # (b, m) in age order
+        both = tf.cast(used[:, :, None] & used[:, None, :], tf.float32)
+
+        def in_age_order(a: tf.Tensor) -> tf.Tensor:  # (b, m, m) slot-indexed -> age-indexed
+            return tf.gather(tf.gather(a, order, axis=1, batch_dims=1), order, axis=2, batch_dims=1)
+
+        sy = in_age_order(tf.einsum("bin,bjn->bij", self.s_hist, self.y_hist)) * both
+        yy = in_age_order(tf.einsum("bin,bjn->bij", self.y_hist, self.y_hist)) * both
+        zero = tf.zeros_like(count[:, None], tf.float32)
+        sq = tf.where(used, tf.gather(tf.einsum("bmn,bn->bm", self.s_hist, q), order, batch_dims=1), zero)
+        yq = tf.where(used, tf.gather(tf.einsum("bmn,bn->bm", self.y_hist, q), order, batch_dims=1), zero)
+        newest = tf.maximum(count - 1, 0)[:, None]
+        sy_new = tf.gather(tf.linalg.diag_part(sy), newest, batch_dims=1)[:, 0]
+        yy_new = tf.gather(tf.linalg.diag_part(yy), newest, batch_dims=1)[:, 0]
+        gamma = tf.where(count > 0, sy_new / tf.maximum(yy_new, 1e-30), 1.0)
+        eye = tf.eye(m, batch_shape=[self.shape[0]])
+        r = tf.linalg.band_part(sy, 0, -1) + eye * (1.0 - tf.cast(used, tf.float32))[:, None, :]
+        u = tf.linalg.triangular_solve(r, sq[..., None], lower=False)
+        rhs = tf.linalg.diag_part(sy)[..., None] * u + gamma[:, None, None] * (yy @ u - yq[..., None])
+        v = tf.linalg.triangular_solve(r, rhs, lower=False, adjoint=True)
+        back = tf.argsort(order, axis=1)  # age -> slot
+        u_slot = tf.gather(u[..., 0], back, batch_dims=1)
+        v_slot = tf.gather(v[..., 0], back, batch_dims=1)
+        hq = gamma[:, None] * (q - tf.einsum("bmn,bm->bn", self.y_hist, u_slot)) + tf.einsum("bmn,bm->bn", self.s_hist, v_slot)
+        return -tf.where(free, hq, 0.0)
+
+    def _step(self) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Evaluate every image's trial point and advance its line search; return (its terms, all finite?)."""
+        b, m = self.shape[0], self.memory
+        xt = tf.identity(self.trial)
+        terms, grad = self.fn(tf.reshape(xt, self.shape))
+        raw_f = tf.convert_to_tensor(terms["total"], tf.float32)
+        raw_g = tf.reshape(tf.convert_to_tensor(grad, tf.float32), (b, -1))
+        finite = tf.math.is_finite(raw_f) & tf.reduce_all(tf.math.is_finite(raw_g), axis=1)
+        better = finite & (raw_f < self.best_f)
+        self.best_x.assign(tf.where(better[:, None], xt, self.best_x))
+        self.best_f.assign(tf.where(better, raw_f, self.best_f))
+        self.evaluated.assign(xt)
+
+        fresh = self.fresh
+        if self.first_step > 0:
+            first = tf.maximum(tf.reduce_max(tf.abs(raw_g), axis=1) / self.first_step, 1e-30)
+        else:
+            first = tf.ones_like(raw_f)
+        scale = tf.where(fresh, first, self.scale)
+        self.scale.assign(scale)
+        ft, gt = raw_f / scale, raw_g / scale[:, None]
+        x, f, g = tf.identity(self.x), tf.identity(self.f), tf.identity(self.g)
+        accept = finite & (fresh | (ft <= f + ARMIJO * _dot(g, xt - x)))
+
+        s, y = xt - x, gt - g
+        sy = _dot(s, y)
+        store = accept & ~fresh & (sy > CURVATURE_EPS)
+        head, count = tf.identity(self.head), tf.identity(self.count)
+        at = tf.stack([tf.range(b), head], axis=1)
+        for hist, new in ((self.s_hist, s), (self.y_hist, y)):
+            hist.scatter_nd_update(at, tf.where(store[:, None], new, tf.gather_nd(hist, at)))
+        head = tf.where(store, (head + 1) % m, head)
+        count = tf.where(store, tf.minimum(count + 1, m), count)
+
+        x = tf.where(accept[:, None], xt, x)
+        f = tf.where(accept, ft, f)
+        g = tf.where(accept[:, None], gt, g)
+        backtracks = tf.where(accept, 0, self.backtracks + 1)
+        failed = ~accept & (backtracks >= MAX_BACKTRACKS)
+        count = tf.where(failed, 0, count)
+        backtracks = tf.where(failed, 0, backtracks)
+        renew = accept | failed  # these images need a new direction; the others halve their step
+        d = tf.cond(tf.reduce_any(renew), lambda: self._direction(x, g, count, head), lambda: self.d)
+        steepest = -tf.where(self._free(x, g), g, 0.0)
+        restart = renew & (_dot(g, d) >= 0)  # not a descent direction: forget the memory
+        count = tf.where(restart, 0, count)
+        d = tf.where(restart[:, None], steepest, d)
+        d = tf.where(renew[:, None], d, self.d)
+        first_t = self.first_step / tf.maximum(tf.reduce_max(tf.abs(d), axis=1), 1e-30) if self.first_step > 0 \
+            else tf.ones_like(f)
+        t = tf.where(renew, tf.where(count == 0, first_t, 1.0), 0.5 * self.t)
+        for v, value in ((self.x, x), (self.f, f), (self.g, g), (self.d, d), (self.t, t), (self.head, head),
+                         (self.count, count), (self.backtracks, backtracks),
+                         (self.trial, tf.clip_by_value(x + t[:, None] * d, self.lower, self.upper))):
+            v.assign(value)
+        self.fresh.assign(tf.zeros_like(fresh))
+        return {k: tf.convert_to_tensor(terms[k], tf.float32) for k in self.terms}, tf.reduce_all(finite)
+
+    def _iterate(self, k: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Return ({term: (n, batch) values of each evaluation}, n) after up to k evaluations (fewer on a non-finite one)."""
+        arrays = {name: tf.TensorArray(tf.float32, size=0, dynamic_size=True) for name in self.terms}
+
+        def body(i, ok, arrays):
+            terms, finite = self._step()
+            return i + 1, finite, {name: arrays[name].write(i, terms[name]) for name in self.terms}
+
+        n, _, arrays = tf.while_loop(lambda i, ok, arrays: (i < k) & ok, body, (tf.constant(0), tf.constant(True), arrays))
+        return {name: arrays[name].stack() for name in self.terms}, n

@@ -1,0 +1,133 @@
+"""The projected L-BFGS in TensorFlow: bounds, known minima, batches, tracing, resume, calls into the compiled loop."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import nst_utils.optimize as opt
+from nst_utils import stylize
+from nst_utils.checkpoint import load
+from nst_utils.lbfgs import ProjectedLBFGS
+
+N = 40  # variables per "image" of the quadratic tests
+
+
+def quadratic(centres: np.ndarray, seed: int = 0, condition: float = 100.0):
+    """Return a batched value_and_grad of f_i(x) = 1e3/2 (x_i - c_i)' H (x_i - c_i), one H (condition ~`condition`)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(N, N)))
+    h = tf.constant((q * np.geomspace(1.0, condition, N)) @ q.T, tf.float32)
+    c = tf.constant(centres, tf.float32)
+    calls = []
+
+    def value_and_grad(x):
+        calls.append(1)  # counted at trace time only: a compiled loop never calls back into Python
+        r = tf.reshape(x, c.shape) - c
+        return {"total": 500.0 * tf.einsum("bi,ij,bj->b", r, h, r)}, tf.reshape(1e3 * r @ h, tf.shape(x))
+
+    return value_and_grad, h.numpy(), calls
+
+
+def box_minimum(h: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Return the minimiser of (x - c)' H (x - c) over [0, 1]^N by scipy's L-BFGS-B run to convergence (reference)."""
+    import scipy.optimize
+
+    r = scipy.optimize.minimize(lambda x: (0.5 * (x - c) @ h @ (x - c), h @ (x - c)), np.full(N, 0.5), jac=True,
+                                method="L-BFGS-B", bounds=[(0.0, 1.0)] * N, options={"ftol": 0, "gtol": 1e-12, "maxiter": 5000})
+    return r.x
+
+
+def test_quadratics_inside_and_outside_the_box_reach_the_known_minimum_within_bounds():
+    rng = np.random.default_rng(1)
+    inside = rng.uniform(0.2, 0.8, N)
+    outside = inside.copy()
+    outside[:10], outside[10:20] = 1.4, -0.6  # the box minimum has active bounds
+    fg, h, _ = quadratic(np.stack([inside, outside]))
+    lbfgs = ProjectedLBFGS(fg, (2, N))
+    lbfgs.start(np.full((2, N), 0.5, np.float32))
+    for _ in range(30):  # bounds hold at every accepted point and every evaluated trial
+        lbfgs.iterate(tf.constant(5))
+        for v in (lbfgs.x, lbfgs.evaluated, lbfgs.trial):
+            assert 0.0 <= v.numpy().min() and v.numpy().max() <= 1.0
+    x = lbfgs.best()
+    np.testing.assert_allclose(x[0], inside, atol=1e-3)
+    ref = box_minimum(h, outside)
+    np.testing.assert_allclose(x[1], ref, atol=1e-3)
+    assert np.sum((x[1] == 0.0) | (x[1] == 1.0)) >= 15  # the active bounds are met exactly, not approached
+
+
+def test_batched_equals_single_runs_and_one_trace_per_shape():
+    rng = np.random.default_rng(2)
+    centres = np.stack([rng.uniform(-0.3, 1.3, N) for _ in range(3)])
+    x0 = np.full((3, N), 0.5, np.float32)
+    fg, _, calls = quadratic(centres, condition=1e3)
+    batch = ProjectedLBFGS(fg, (3, N))
+    batch.start(x0)
+    terms, n = batch.iterate(tf.constant(60))
+    assert int(n) == 60 and terms["total"].shape == (60, 3)
+    traced = len(calls)
+    for i in range(3):  # each image alone follows the same path: its own memory, step size and acceptance
+        single_fg, _, _ = quadratic(centres[i:i + 1], condition=1e3)
+        single = ProjectedLBFGS(single_fg, (1, N))
+        single.start(x0[i:i + 1])
+        t1, _ = single.iterate(tf.constant(60))
+        # equal up to float rounding in the batched matmul (~1e-7), which 60 line searches amplify to ~3e-3 at most
+        np.testing.assert_allclose(t1["total"].numpy()[:, 0], terms["total"].numpy()[:, i], rtol=1e-2)
+        np.testing.assert_allclose(single.best()[0], batch.best()[i], atol=1e-2)
+    batch.start(x0 * 0.5)  # a new run and another k: no new trace
+    batch.iterate(tf.constant(7))
+    assert len(calls) == traced == 1 and batch.iterate.experimental_get_tracing_count() == 1
+
+
+def test_real_objective_within_a_few_percent_of_scipy(content_image, style_image):
+    kw = dict(size=96, steps=40, progress=False, precision="float32")
+    ours = stylize(content_image, style_image, optimizer="lbfgs", **kw)
+    ref = stylize(content_image, style_image, optimizer="lbfgs-scipy", **kw)
+    assert ours.steps == ref.steps == 40
+    assert ours.best_loss <= 1.05 * ref.best_loss, (ours.best_loss, ref.best_loss)
+    assert 0.0 <= ours.image.min() and ours.image.max() <= 1.0
+
+
+def test_a_run_of_n_evaluations_makes_about_n_over_k_compiled_calls(monkeypatch, content_image, style_image):
+    # the compiled loop makes k evaluations per call (k from the measured rate; a long call target makes k cover the
+    # rest of the run), so 60 evaluations are 3 calls: one traces, one measures, one runs the other 58, and nothing
+    # but the loss terms comes back per call (on a GPU: no host round trip per evaluation)
+    monkeypatch.setattr(opt, "CALL_SECONDS", 600.0)
+    calls = []
+    real = opt.drive_lbfgs
+    monkeypatch.setattr(opt, "drive_lbfgs", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    r = stylize(content_image, style_image, size=32, steps=60, progress=False)
+    assert r.steps == 60 and calls == [3]
+    assert opt.next_call_evals(5, 0.05, calls=3, seconds_per_call=1.0) == 100  # k = 1 s / seconds per evaluation
+    assert opt.next_call_evals(5, 0.05, calls=1, seconds_per_call=1.0) == 1  # the first calls trace and measure
+
+
+def test_resume_of_an_interrupted_run_equals_the_uninterrupted_run(monkeypatch, tmp_path, content_image, style_image):
+    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)  # one evaluation per call: the interrupt lands at step 5 exactly
+
+    def stop_at_5(step, image, terms):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    kw = dict(size=48, steps=12, progress=False)
+    whole = stylize(content_image, style_image, **kw)
+    cut = stylize(content_image, style_image, callback=stop_at_5, output=tmp_path / "o.png", **kw)
+    assert cut.interrupted and cut.steps == 5 and len(load(cut.checkpoint).optimizer_state) == len(ProjectedLBFGS.STATE)
+    resumed = stylize(resume=cut.checkpoint, progress=False)
+    np.testing.assert_allclose(resumed.history["total"], whole.history["total"], rtol=1e-5)
+    np.testing.assert_allclose(resumed.image, whole.image, atol=1e-5)
+
+
+def test_tol_stops_a_converged_run(content_image, style_image):
+    r = stylize(content_image, style_image, size=32, steps=400, tol=0.05, progress=False)
+    assert 20 < r.steps < 400 and r.message.startswith("converged")
+    assert opt.converged([10.0] * 21 + [9.99], 0.01) and not opt.converged([10.0] * 21 + [8.0], 0.01)
+    with pytest.raises(Exception, match="tol"):
+        opt.StyleConfig(tol=-1.0)
+
+
+def test_save_every_sees_its_steps_with_long_calls(monkeypatch, tmp_path, content_image, style_image):
+    monkeypatch.setattr(opt, "CALL_SECONDS", 600.0)  # calls would otherwise run to the end in one go
+    out = tmp_path / "o.png"
+    r = stylize(content_image, style_image, size=32, steps=7, output=out, save_every=3, progress=False)
+    assert r.steps == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o_0003.png", "o_0006.png"]
