@@ -35,7 +35,7 @@ from .images import to_uint8
 from .optimize import _Tracker, as_image, build_objective, run_lbfgs
 from .sweep import ratio_settings, sweep
 
-DEFAULT_RATIOS = tuple(10.0 ** e for e in range(-2, 4))  # beta/alpha for the normalised VGG19: 1e-2 ... 1e3
+DEFAULT_RATIOS = tuple(10.0 ** e for e in range(-1, 3))  # beta/alpha for the normalised VGG19: 1e-1 ... 1e2
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -193,17 +193,16 @@ class PreviewEngine:
 class SliderPanel:
     """ipywidgets front end: alpha, beta and TV FloatLogSliders, a ratio read-out, a status line and the preview."""
 
-    def __init__(self, engine: PreviewEngine, decades: float = 1.0):
+    def __init__(self, engine: PreviewEngine, decades: float = 0.5):
         import ipywidgets as W
 
         self.engine = engine
         slider = dict(continuous_update=False, readout_format=SLIDER_FORMAT, style={"description_width": "60px"},
                       layout=W.Layout(width="420px"), base=10, step=0.25)
         lo, hi = math.log10(min(engine.ratios)) - decades, math.log10(max(engine.ratios)) + decades
-        a = round(math.log10(engine.alpha))  # the beta slider spans the precomputed ratios (+- `decades`) at this alpha
+        a = round(math.log10(engine.alpha))  # the beta slider spans the presets' ratios (+- `decades`) at this alpha
         self.alpha = W.FloatLogSlider(value=engine.alpha, min=a - 2, max=a + 2, description="alpha", **slider)
-        self.beta = W.FloatLogSlider(value=engine.beta, min=a + math.floor(lo), max=a + math.ceil(hi),
-                                     description="beta", **slider)
+        self.beta = W.FloatLogSlider(value=engine.beta, min=a + lo, max=a + hi, description="beta", **slider)
         t = (math.floor(math.log10(engine.tv)) - 2, math.floor(math.log10(engine.tv)) + 2) if engine.tv > 0 else (-6, 0)
         self.tv = W.FloatLogSlider(value=max(engine.tv, 10.0 ** t[0]), min=t[0], max=t[1], description="TV", **slider)
         self.readout = W.HTML(value=self._readout())
