@@ -35,7 +35,7 @@ from .images import to_uint8
 from .optimize import _Tracker, as_image, build_objective, run_lbfgs
 from .sweep import ratio_settings, sweep
 
-DEFAULT_RATIOS = tuple(10.0 ** e for e in range(-1, 3))  # beta/alpha for the normalised VGG19: 1e-1 ... 1e2
+DEFAULT_RATIOS = (0.1, 1.0, 3.0, 10.0, 100.0)  # beta/alpha presets for the normalised VGG19 (3: the default)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -21,7 +21,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06_tune_alpha_beta.ipynb"
 TOKEN = "nst-browser-test-token"
-TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, RATIO_EXP_MIN=-1, RATIO_EXP_MAX=2, SCALE_STEPS=3,
+TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3,
             OUTPUT_DIR="outputs")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]

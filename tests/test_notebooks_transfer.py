@@ -29,7 +29,7 @@ def test_05_optimize(tmp_path):
 
 def test_06_tune_alpha_beta(tmp_path):
     nb, out = _run("06_tune_alpha_beta", tmp_path, SIZE=48, PRECOMPUTE_STEPS=3, REFINE_STEPS=2,
-                   RATIO_EXP_MIN=-1, RATIO_EXP_MAX=1, SCALE_STEPS=3)
+                   PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3)
     assert (out / "06_presets.png").stat().st_size > 1000
     assert (out / "06_only_the_ratio_matters.png").stat().st_size > 1000
     summary = json.loads((out / "06_summary.json").read_text())
