@@ -103,3 +103,19 @@ def test_cumulative_sweep_progresses_along_both_axes():
     images = np.stack([r.image for r in results]).reshape(len(layers), len(ratios), *content.shape)
     row_change = np.abs(np.diff(images, axis=0)).mean(axis=(2, 3, 4))  # (rows - 1, cols)
     assert np.all(row_change[:, 1:] > 0.01), row_change  # adjacent rows differ visibly once style shows
+
+
+def test_cli_flags_pick_the_network_and_its_defaults():
+    from nst_utils.cli import build_parser, weight_settings
+    from nst_utils.config import NORMALIZED, network_defaults
+
+    p = build_parser()
+    for argv, expected in ((["stylize"], {"normalize_vgg": False, "pooling": "max", "alpha": 1e4}),
+                           (["stylize", "--normalize-vgg"], NORMALIZED),
+                           (["stylize", "--normalize-vgg", "--beta", "30", "--pooling", "max"],
+                            NORMALIZED | {"beta": 30.0, "pooling": "max"}),
+                           (["sweep"], NORMALIZED), (["sweep", "--no-normalize-vgg"], {"normalize_vgg": False, "tv": 30.0})):
+        args = p.parse_args(argv)
+        got = weight_settings(args, network_defaults(args.normalize_vgg))
+        assert expected.items() <= got.items(), (argv, got)
+    assert StyleConfig(**weight_settings(args, network_defaults(False))).normalize_vgg is False
