@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from nst_utils import data, model
-from nst_utils.config import GRID_RATIOS, StyleConfig, paper_alpha_over_beta
+from nst_utils.cli import build_parser, weight_settings
+from nst_utils.config import GRID_RATIOS, NORMALIZED, StyleConfig, network_defaults, paper_alpha_over_beta
 from nst_utils.explore import grid_distances, gram_magnitudes
 from nst_utils.images import load_image, preprocess
 from nst_utils.optimize import as_image, get_extractor
@@ -106,9 +107,6 @@ def test_cumulative_sweep_progresses_along_both_axes():
 
 
 def test_cli_flags_pick_the_network_and_its_defaults():
-    from nst_utils.cli import build_parser, weight_settings
-    from nst_utils.config import NORMALIZED, network_defaults
-
     p = build_parser()
     for argv, expected in ((["stylize"], {"normalize_vgg": False, "pooling": "max", "alpha": 1e4}),
                            (["stylize", "--normalize-vgg"], NORMALIZED),
