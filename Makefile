@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: stylize test lab bench fetch info clean
+.PHONY: stylize test lab bench fetch info clean figures
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else "Python 3.10-3.13 is needed, found %d.%d" % v)'
@@ -19,6 +19,9 @@ stylize: $(STAMP)  ## stylize the default images at 512 px -> outputs/result.png
 
 test: $(STAMP)  ## run the whole test suite (notebooks included)
 	$(BIN)/python -m pytest
+
+figures: $(STAMP)  ## regenerate the README's layer figures (notebook 07's pair and Fig. 3 grid) at 384 px -> docs/figures
+	$(BIN)/python -m nst_utils.figures --size 384
 
 lab: $(STAMP)  ## open the tutorial notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/

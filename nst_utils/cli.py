@@ -80,6 +80,40 @@ class _Store(argparse.Action):
             setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
 
 
+class _Switch(argparse.BooleanOptionalAction):
+    """argparse's --flag / --no-flag action that also records, like `_Store`, that the option was typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None) -> None:
+        """Set the flag from the option's spelling; add its dest to the namespace's set of given options."""
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+
+
+def add_weight_args(s: argparse.ArgumentParser, normalized: bool, plain: dict, norm: dict,
+                    weights: tuple[str, ...] = ("alpha", "beta", "tv")) -> None:
+    """Add --normalize-vgg / --no-normalize-vgg (default `normalized`), --pooling and the loss `weights` to `s`.
+
+    Unset weights and pooling come from the chosen network (see `weight_settings`): `norm` for the normalised
+    VGG19, `plain` otherwise (config.network_defaults).
+    """
+    s.add_argument("--normalize-vgg", action=_Switch, default=normalized,
+                   help="Gatys et al.'s VGG19: every channel divided by its mean activation over the registry's six "
+                        "images (factors computed once and cached); also switches the defaults of --pooling, --alpha, "
+                        "--beta and --tv (default: %(default)s)")
+    what = {"alpha": "content weight", "beta": "style weight", "tv": "total variation weight"}
+    for name in weights:
+        s.add_argument(f"--{name}", type=_weight, help=f"{what[name]} (default: {plain[name]:g}; "
+                                                        f"{norm[name]:g} with --normalize-vgg)")
+    s.add_argument("--pooling", choices=("max", "avg"), help=f"VGG19 pooling (default: {plain['pooling']}; "
+                                                             f"{norm['pooling']} with --normalize-vgg)")
+
+
+def weight_settings(args: argparse.Namespace, defaults: dict) -> dict:
+    """Return the network's StyleConfig fields: the flags given over `defaults` (config.network_defaults)."""
+    given = {k: getattr(args, k, None) for k in ("alpha", "beta", "tv", "pooling")}
+    return defaults | {k: v for k, v in given.items() if v is not None} | {"normalize_vgg": args.normalize_vgg}
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2, recording given options."""
 
@@ -95,7 +129,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for `nst`."""
-    from .config import CONTENT_LAYERS, INITS, OPTIMIZERS, STYLE_LAYERS, StyleConfig
+    from .config import CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, RAW_GRID_RATIOS, STYLE_LAYERS, StyleConfig, network_defaults
     from .model import PRECISIONS
 
     d = StyleConfig.__dataclass_fields__
@@ -117,15 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "L-BFGS-B on the host, the reference; adam: the TensorFlow tutorial's (default: %(default)s)")
     s.add_argument("--tol", type=float, default=None, metavar="TOL",
                    help="stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)")
-    s.add_argument("--alpha", type=_weight, default=d["alpha"].default, help="content weight (default: %(default)g)")
-    s.add_argument("--beta", type=_weight, default=d["beta"].default, help="style weight (default: %(default)g)")
-    s.add_argument("--tv", type=_weight, default=d["tv"].default, help="total variation weight (default: %(default)g)")
+    plain, norm = network_defaults(False), network_defaults(True)
+    add_weight_args(s, False, plain, norm)
     s.add_argument("--content-layers", nargs="+", default=list(CONTENT_LAYERS), metavar="LAYER", help="default: %(default)s")
     s.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS), metavar="LAYER", help="default: %(default)s")
     s.add_argument("--style-layer-weights", nargs="+", type=_weight, metavar="W", help="one weight per style layer (normalised)")
     s.add_argument("--init", choices=INITS, default=d["init"].default, help="starting image (default: %(default)s)")
     s.add_argument("--seed", type=int, default=d["seed"].default, help="random seed (default: %(default)s)")
-    s.add_argument("--pooling", choices=("max", "avg"), default=d["pooling"].default, help="VGG19 pooling (default: %(default)s)")
     s.add_argument("--precision", choices=PRECISIONS, default=d["precision"].default,
                    help="VGG19 convolutions in float32 or bfloat16; auto: bfloat16 where a probe shows it faster (default: %(default)s)")
     s.add_argument("--lr", type=_weight, default=d["learning_rate"].default, help="Adam learning rate (default: %(default)s)")
@@ -145,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "targets computed once; writes a labelled grid and each image.")
     w.add_argument("content", nargs="?", help="content image (default: japanese_garden.jpg)")
     w.add_argument("style", nargs="?", help="style image (default: picasso_selfportrait.jpg)")
-    w.add_argument("--ratios", nargs="+", type=_weight, default=[1e-7, 1e-6, 1e-5, 1e-4], metavar="R",
-                   help="beta/alpha ratios, one column each (default: %(default)s)")
+    w.add_argument("--ratios", nargs="+", type=_weight, metavar="R",
+                   help=f"beta/alpha ratios, one column each (default: {' '.join(map(format, GRID_RATIOS, ['g'] * 4))}; "
+                        f"without --normalize-vgg {' '.join(map(format, RAW_GRID_RATIOS, ['g'] * 4))})")
     w.add_argument("--cumulative-layers", action="store_true",
                    help="one row per growing set of style layers (first layer, +second, ...), as Gatys et al. Fig. 3")
     w.add_argument("-o", "--output", default="sweep.png", help="grid figure PNG (default: %(default)s)")
@@ -155,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--steps", type=_positive_int, default=100, help="loss evaluations (default: %(default)s)")
     w.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default,
                    help="lbfgs (batched, TensorFlow) or adam; lbfgs-scipy runs the images one at a time (default: %(default)s)")
-    w.add_argument("--alpha", type=_weight, default=d["alpha"].default, help="content weight (default: %(default)g)")
-    w.add_argument("--tv", type=_weight, default=d["tv"].default, help="total variation weight (default: %(default)g)")
+    add_weight_args(w, True, plain, norm, ("alpha", "tv"))  # a sweep's betas come from --ratios
     w.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS), metavar="LAYER", help="default: %(default)s")
     w.add_argument("--weights", help="path to the VGG19 notop h5 file")
     w.add_argument("--precision", choices=PRECISIONS, default=d["precision"].default, help="default: %(default)s")
@@ -195,15 +227,16 @@ def peak_memory_mb() -> float:
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Run one stylization from the command line; return the exit code."""
-    from .config import StyleConfig
+    from .config import StyleConfig, network_defaults
     from .images import write_text
     from .optimize import stylize
 
     t0 = time.perf_counter()
-    config_kwargs = dict(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, beta=args.beta,
-                         tv=args.tv, content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
+    config_kwargs = dict(size=args.size, steps=args.steps, optimizer=args.optimizer,
+                         **weight_settings(args, network_defaults(args.normalize_vgg)),
+                         content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
                          style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
-                         init=args.init, seed=args.seed, pooling=args.pooling, learning_rate=args.lr, precision=args.precision,
+                         init=args.init, seed=args.seed, learning_rate=args.lr, precision=args.precision,
                          tol=args.tol, style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
                          style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
     config = None if args.resume else StyleConfig(**config_kwargs)  # resuming: the checkpoint's
@@ -244,21 +277,23 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a batched sweep from the command line and write its grid; return the exit code."""
-    from .config import StyleConfig
+    from .config import GRID_RATIOS, RAW_GRID_RATIOS, StyleConfig, network_defaults
     from .images import save_image
     from .plots import cumulative_labels, save_figure, sweep_grid
     from .sweep import cumulative_layer_weights, grid_settings, sweep
 
     out = ensure_writable(args.output)
-    config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer, alpha=args.alpha, tv=args.tv,
+    config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer,
+                         **weight_settings(args, network_defaults(args.normalize_vgg)),
                          style_layers=tuple(args.style_layers), precision=args.precision)
+    ratios = args.ratios or (GRID_RATIOS if config.normalize_vgg else RAW_GRID_RATIOS)
     n = len(config.style_layers)
     rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
-    results = sweep(args.content, args.style, config, grid_settings(rows, args.ratios, args.alpha),
+    results = sweep(args.content, args.style, config, grid_settings(rows, ratios, config.alpha),
                     progress=not args.quiet, weights=args.weights)
-    cols = len(args.ratios)
+    cols = len(ratios)
     labels = cumulative_labels(config.style_layers) if args.cumulative_layers else ["all style layers"]
-    fig = sweep_grid(results, args.ratios, labels,
+    fig = sweep_grid(results, ratios, labels,
                      title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
                      ylabel="style layers" if args.cumulative_layers else None)
     writes = Writes()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+import tensorflow as tf
+
 from .errors import NSTError
-from .model import POOLINGS, PRECISIONS, check_layers
+from .model import CHANNELS, POOLINGS, PRECISIONS, check_layers
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
@@ -14,6 +16,12 @@ SEED_STYLE_LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")  # the orig
 OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # "lbfgs": projected L-BFGS in TensorFlow; "lbfgs-scipy": scipy's L-BFGS-B
 INITS = ("content", "noise", "style")
 PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
+# Gatys et al.'s network (channels normalised to mean activation 1, average pooling) and the weights measured for it
+# (notebooks 06, 07): with alpha 1, beta/alpha from 1e-1 (mostly the photo) to 1e2 (mostly the painting) is the useful
+# range at 128-384 px; 3 keeps both plain to see. No TV term, as in the paper.
+NORMALIZED = {"normalize_vgg": True, "pooling": "avg", "alpha": 1.0, "beta": 3.0, "tv": 0.0}
+GRID_RATIOS = (1e-1, 1.0, 10.0, 100.0)  # beta/alpha of the Fig. 3 grid and `nst sweep`: mostly content -> mostly style
+RAW_GRID_RATIOS = (1e-7, 1e-6, 1e-5, 1e-4)  # the same for the raw VGG19 with the tutorial's weights
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class StyleConfig:
     scales: tuple[int, ...] = ()  # coarse-to-fine: long sides optimised first (ascending, each < size); () is off
     scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
     precision: str = "auto"  # VGG19 convolutions: "float32", "bfloat16", or "auto" (bfloat16 where it runs faster)
+    normalize_vgg: bool = False  # Gatys et al.'s VGG19: every channel scaled to mean activation 1 (see NORMALIZED)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +127,11 @@ class StyleConfig:
             w = tuple(float(self.style_layer_weight_exp) ** i for i in range(len(self.style_layers)))
         return tuple(x / sum(w) for x in w)
 
+    @classmethod
+    def normalized(cls, **changes) -> "StyleConfig":
+        """Return a config for Gatys et al.'s normalised VGG19 with average pooling and its measured weights (NORMALIZED)."""
+        return cls(**{**NORMALIZED, **changes})
+
     def replace(self, **changes) -> "StyleConfig":
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
@@ -127,3 +141,33 @@ class StyleConfig:
         d = asdict(self)
         d.pop("extra")
         return d
+
+
+def content_shape(image_hw: tuple[int, int], layer: str) -> tuple[int, int, int]:
+    """Return (H, W, C) of VGG19's `layer` for an image of `image_hw` pixels (each 2x2 pooling floors the size)."""
+    h, w = image_hw
+    for _ in range(int(layer[5]) - 1):  # "blockN_...": N - 1 poolings before it
+        h, w = h // 2, w // 2
+    return h, w, CHANNELS[layer]
+
+
+def paper_alpha_over_beta(alpha: float, beta: float, image_hw: tuple[int, int], content_layer: str = CONTENT_LAYERS[0]) -> float:
+    """Return Gatys et al.'s alpha/beta for our (alpha, beta) at this image size.
+
+    Ours: alpha * mean((F - P)^2) + beta * sum_l w_l mean((G_l - A_l)^2) with G = F^T F / M. The paper's content
+    loss is 1/2 sum((F - P)^2) and its E_l = sum((F^T F - A)^2) / (4 N_l^2 M_l^2), so its alpha = 2 alpha / (N M)
+    (N channels, M positions of the content layer) and its beta = 4 beta: alpha/beta = (alpha / beta) / (2 N M).
+    """
+    h, w, c = content_shape(image_hw, content_layer)
+    return alpha / beta / (2.0 * c * h * w)
+
+
+def network_defaults(normalize_vgg: bool) -> dict:
+    """Return the network fields a run starts from: NORMALIZED, or StyleConfig's defaults (the tutorial's raw VGG19)."""
+    fields = StyleConfig.__dataclass_fields__
+    return dict(NORMALIZED) if normalize_vgg else {k: fields[k].default for k in NORMALIZED}
+
+
+def auto_size(cpu: int, gpu: int) -> int:
+    """Return `gpu` if TensorFlow sees a GPU, else `cpu` (notebook sizes that fit the time budget on either)."""
+    return gpu if tf.config.list_physical_devices("GPU") else cpu

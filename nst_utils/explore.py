@@ -228,6 +228,55 @@ def loss_table(reference: np.ndarray, candidates: dict[str, np.ndarray], content
     return rows
 
 
+# --- notebook 07: why the raw network's layers are unequal ---------------------------------------------------
+
+
+def gram_magnitudes(content: np.ndarray, style: np.ndarray, layers: Sequence[str], pooling: str = "max",
+                    normalize: bool = False, weights: str | os.PathLike | None = None) -> dict[str, dict[str, float]]:
+    """Return {layer: {"gram": mean |Gram entry| of the style image, "style loss": unweighted style loss content vs style}}."""
+    ext = get_extractor(layers, pooling, weights, "float32", normalize)
+    fc, fs = (ext(np.asarray(x, np.float32)[None]) for x in (content, style))
+    return {n: {"gram": float(tf.reduce_mean(tf.abs(gram_matrix(fs[n])))),
+                "style loss": float(style_loss(gram_matrix(fc[n]), gram_matrix(fs[n]))[0])} for n in layers}
+
+
+def grid_distances(images: Sequence[np.ndarray], reference: np.ndarray, cols: int) -> np.ndarray:
+    """Return the (rows, cols) mean absolute pixel difference of a row-major grid of images from `reference`."""
+    d = [float(np.abs(np.asarray(img, np.float32) - reference).mean()) for img in images]
+    return np.asarray(d).reshape(-1, cols)
+
+
+def matched_style_weights(content: np.ndarray, style: np.ndarray, layers: Sequence[str], strength: float,
+                          pooling: str = "avg", normalize: bool = True,
+                          weights: str | os.PathLike | None = None) -> list[float]:
+    """Return one beta per layer so that each single-layer run starts with the same style term, `strength`.
+
+    At the content image (the start) beta_l * style_loss_l = strength: the runs begin equally far from their style
+    targets, whatever the layer's scale.
+    """
+    mags = gram_magnitudes(content, style, layers, pooling, normalize, weights)
+    return [strength / mags[n]["style loss"] for n in layers]
+
+
+def plot_gram_magnitudes(magnitudes: dict[str, dict[str, dict[str, float]]], title: str) -> plt.Figure:
+    """Return two log-scale panels (mean |Gram| and style loss per layer), one line per network in `magnitudes`."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in zip(axes, ("gram", "style loss"), ("mean |Gram entry| of the painting",
+                                                             "style loss, photo vs painting (what beta multiplies)")):
+        for (network, mags), marker in zip(magnitudes.items(), "osd^"):
+            names = list(mags)
+            ax.plot(range(len(names)), [mags[n][key] for n in names], marker=marker, label=network)
+        ax.set_xticks(range(len(names)), [short_name(n) for n in names], fontsize=11)
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=12)
+        ax.set_xlabel("style layer")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=10)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
 def plot_gram(gram: np.ndarray, title: str, channels: int | None = 32, ax: plt.Axes | None = None) -> plt.Figure:
     """Return a heatmap figure of a (C, C) Gram matrix (its first `channels` channels if given)."""
     g = np.asarray(gram)

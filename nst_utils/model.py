@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import h5py
 import numpy as np
 import tensorflow as tf
 
+from . import data
 from . import weights as weights_mod
 from .errors import NSTError
-from .images import preprocess
+from .images import atomic_write, load_image, preprocess
 
 # (block, number of 3x3 convolutions, channels) of VGG19 without its classifier.
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -22,6 +25,10 @@ CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "float32", "bfloat16")  # bfloat16: convolutions after the first in bf16, outputs float32
 FLOAT32_LAYERS = ("block1_conv1",)  # kept in float32 under bfloat16: the input's small changes must not round away
+# Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
+REFERENCE_IMAGES = ("japanese_garden.jpg", "picasso_selfportrait.jpg", "tubingen.jpg", "starry_night.jpg",
+                    "the_scream.jpg", "seated-nude.jpg")
+REFERENCE_SIZE = 384  # long side the reference images are read at for the channel means
 
 
 def check_layers(names: Sequence[str]) -> tuple[str, ...]:
@@ -121,27 +128,78 @@ def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None
     return model
 
 
+def mean_activations(images: Sequence[np.ndarray], pooling: str = "max",
+                     weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Return {conv layer: (C,) mean activation over positions, then over images} of the unnormalised VGG19."""
+    model = build_vgg19(CONV_LAYERS, weights, pooling, "float32")
+    per_image = [{n: tf.reduce_mean(f, axis=[0, 1, 2]).numpy()
+                  for n, f in model(preprocess(tf.constant(np.asarray(img, np.float32)[None])), training=False).items()}
+                 for img in images]
+    return {n: np.mean([m[n] for m in per_image], axis=0) for n in CONV_LAYERS}
+
+
+def _means_path(pooling: str, weights_path: Path) -> Path:
+    """Return where the channel means for this pooling and weights file are cached (keyed by the file's size)."""
+    key = f"{pooling}_{REFERENCE_SIZE}px_{len(REFERENCE_IMAGES)}img_{weights_path.stat().st_size}"
+    return data.cache_dir() / f"vgg19_channel_means_{key}.npz"
+
+
+@functools.cache
+def channel_means(pooling: str = "max", weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Return {conv layer: (C,) mean activation} over REFERENCE_IMAGES, read from the disk cache or computed once there."""
+    path = _means_path(pooling, weights_mod.resolve(weights))
+    if path.is_file():
+        with np.load(path) as f:
+            return {n: f[n] for n in CONV_LAYERS}
+    images = [load_image(data.image_path(name), max_size=REFERENCE_SIZE) for name in REFERENCE_IMAGES]
+    means = mean_activations(images, pooling, weights)
+    buf = io.BytesIO()
+    np.savez(buf, **means)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return means
+
+
+def normalization_scales(layers: Sequence[str], pooling: str = "max",
+                         weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Return {layer: (C,) factor 1/mean activation} that makes each channel's mean 1 (Gatys et al.'s rescaling).
+
+    Dividing a ReLU layer's outputs by positive per-channel constants is the same network as Gatys' rescaled
+    filters (ReLU and pooling commute with positive scaling), so the factors are the original network's means.
+    A pooling layer takes the factors of the convolution before it; a channel that never fires keeps factor 1.
+    """
+    means = channel_means(pooling, weights)
+    convs = {n: n if "conv" in n else LAYERS[LAYERS.index(n) - 1] for n in check_layers(layers)}
+    return {n: np.where(means[c] > 0, 1.0 / np.maximum(means[c], 1e-30), 1.0).astype(np.float32)
+            for n, c in convs.items()}
+
+
 class FeatureExtractor:
     """Maps RGB images in [0, 1] (batch, H, W, 3) to a dict of VGG19 activations for the chosen layers."""
 
     def __init__(self, layers: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max",
-                 precision: str = "float32"):
+                 precision: str = "float32", normalize: bool = False):
         self.layers = check_layers(list(dict.fromkeys(layers)))
         self.pooling = pooling
         self.precision = resolve_precision(precision)
+        self.normalize = bool(normalize)
         self.model = build_vgg19(self.layers, weights, pooling, self.precision)
+        self.scales = {n: tf.constant(v) for n, v in normalization_scales(self.layers, pooling, weights).items()} \
+            if self.normalize else {}
         # Always a graph, eager or not: targets and losses then round identically (matters in bfloat16, where
         # graph rewrites such as fused convolution + bias + ReLU round at other points than eager execution).
         self._graph = tf.function(self._features, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
 
     def _features(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Return {layer name: activation} for a float32 batch of RGB images in [0, 1]."""
-        return self.model(preprocess(image), training=False)
+        """Return {layer name: activation} for a float32 batch of RGB images in [0, 1] (per-channel scaled if normalised)."""
+        feats = self.model(preprocess(image), training=False)
+        return {n: f * self.scales[n] for n, f in feats.items()} if self.normalize else feats
 
     def __call__(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         """Return {layer name: activation} for a batch of RGB images in [0, 1]."""
         return self._graph(tf.convert_to_tensor(image, tf.float32))
 
-    def covers(self, layers: Sequence[str], pooling: str = "max", precision: str = "float32") -> bool:
-        """Return True if this extractor already outputs all of `layers` with the given pooling and precision."""
-        return pooling == self.pooling and resolve_precision(precision) == self.precision and set(layers) <= set(self.layers)
+    def covers(self, layers: Sequence[str], pooling: str = "max", precision: str = "float32",
+               normalize: bool = False) -> bool:
+        """Return True if this extractor already outputs all of `layers` with this pooling, precision and normalisation."""
+        return (pooling == self.pooling and resolve_precision(precision) == self.precision
+                and bool(normalize) == self.normalize and set(layers) <= set(self.layers))

@@ -80,15 +80,15 @@ _EXTRACTORS: dict[tuple, FeatureExtractor] = {}
 
 
 def get_extractor(layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None,
-                  precision: str = "float32") -> FeatureExtractor:
-    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling and precision)."""
+                  precision: str = "float32", normalize: bool = False) -> FeatureExtractor:
+    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling, precision, normalisation)."""
     precision = resolve_precision(precision)
-    for (_, _, source, _), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
-        if source == str(weights) and ext.covers(layers, pooling, precision) and \
+    for (_, _, source, _, _), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
+        if source == str(weights) and ext.covers(layers, pooling, precision, normalize) and \
                 max(map(_depth, ext.layers)) == max(map(_depth, layers)):
             return ext
-    key = (tuple(sorted(set(layers))), pooling, str(weights), precision)
-    _EXTRACTORS[key] = FeatureExtractor(layers, weights, pooling, precision)
+    key = (tuple(sorted(set(layers))), pooling, str(weights), precision, bool(normalize))
+    _EXTRACTORS[key] = FeatureExtractor(layers, weights, pooling, precision, normalize)
     return _EXTRACTORS[key]
 
 
@@ -102,7 +102,8 @@ def _depth(layer: str) -> int:
 def build_objective(config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray],
                     blend: Sequence[float] | None = None, weights: str | os.PathLike | None = None) -> Objective:
     """Return an Objective for `config` with its content and style targets computed once."""
-    extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights, config.precision)
+    extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights, config.precision,
+                              config.normalize_vgg)
     obj = Objective(extractor, config.content_layers, config.style_layers, alpha=config.alpha, beta=config.beta,
                     tv=config.tv, style_layer_weights=config.layer_weights())
     obj.set_content(content[None])

@@ -28,10 +28,10 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: s
                              gridspec_kw={"width_ratios": ratios}, squeeze=False)
     for ax, img, title in zip(axes[0], images, titles):
         ax.imshow(to_uint8(img))
-        ax.set_title(title)
+        ax.set_title(title, fontsize=12)
         ax.axis("off")
     if suptitle:
-        fig.suptitle(suptitle, fontweight="bold")
+        fig.suptitle(suptitle, fontweight="bold", fontsize=13)
     fig.tight_layout()
     return fig
 
@@ -55,11 +55,16 @@ def plot_history(history: dict[str, Sequence[float]], title: str = "Loss terms p
 
 
 def image_grid(images: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str],
-               title: str, xlabel: str | None = None, ylabel: str | None = None, cell: float = 2.4) -> plt.Figure:
-    """Return a figure of images in rows and columns with row and column labels and a title."""
+               title: str, xlabel: str | None = None, ylabel: str | None = None, cell: float = 2.0,
+               fontsize: float = 12) -> plt.Figure:
+    """Return a figure of images in rows and columns with row and column labels and a title.
+
+    The defaults keep a 4-5 column grid about 13 inches wide, so that in a notebook (about 900 px) the
+    labels stay about 12 px high.
+    """
     rows, cols = len(images), len(images[0])
     h, w = images[0][0].shape[-3:-1]
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols * w / h + 1.0, cell * rows + 1.0), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols * w / h + 1.0, cell * rows + 1.2), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -67,14 +72,14 @@ def image_grid(images: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str]
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(col_labels[c], fontsize=10)
+                ax.set_title(col_labels[c], fontsize=fontsize)
             if c == 0:
-                ax.set_ylabel(row_labels[r], fontsize=10)
-    fig.suptitle(title, fontweight="bold")
+                ax.set_ylabel(row_labels[r], fontsize=fontsize)
+    fig.suptitle(title, fontweight="bold", fontsize=fontsize + 2)
     if xlabel:
-        fig.supxlabel(xlabel)
+        fig.supxlabel(xlabel, fontsize=fontsize)
     if ylabel:
-        fig.supylabel(ylabel)
+        fig.supylabel(ylabel, fontsize=fontsize)
     fig.tight_layout()
     return fig
 
@@ -104,14 +109,32 @@ def compare_histories(histories: dict[str, dict[str, Sequence[float]]], term: st
 
 
 def sweep_grid(results: Sequence, ratios: Sequence[float], row_labels: Sequence[str], title: str,
-               xlabel: str = "beta/alpha: more style to the right", ylabel: str | None = None) -> plt.Figure:
+               xlabel: str = "beta/alpha: more style to the right", ylabel: str | None = None,
+               col_labels: Sequence[str] | None = None) -> plt.Figure:
     """Return the labelled grid of a row-major sweep's images: one column per beta/alpha ratio, one row per label."""
     n = len(ratios)
     grid = [[results[r * n + c].image for c in range(n)] for r in range(len(row_labels))]
-    return image_grid(grid, row_labels, [f"beta/alpha = {r:.0e}" for r in ratios], title=title, xlabel=xlabel,
-                      ylabel=ylabel)
+    return image_grid(grid, row_labels, col_labels or [f"beta/alpha = {r:g}" for r in ratios], title=title,
+                      xlabel=xlabel, ylabel=ylabel)
 
 
 def cumulative_labels(layers: Sequence[str]) -> list[str]:
     """Return row labels for growing layer sets: the first layer, then '+ layer' for each added one."""
     return [layers[0]] + [f"+ {name}" for name in layers[1:]]
+
+
+def titled_grid(images: Sequence[np.ndarray], titles: Sequence[str], title: str, per_row: int = 3, cell: float = 2.4,
+                fontsize: float = 11) -> plt.Figure:
+    """Return a figure of images in rows of `per_row`, each with its own title (any unused cells blank)."""
+    rows = -(-len(images) // per_row)
+    h, w = images[0].shape[-3:-1]
+    fig, axes = plt.subplots(rows, per_row, figsize=(cell * per_row * w / h + 0.4, (cell + 0.5) * rows + 0.6),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, t in zip(axes.ravel(), images, titles):
+        ax.imshow(to_uint8(img))
+        ax.set_title(t, fontsize=fontsize)
+    fig.suptitle(title, fontweight="bold", fontsize=fontsize + 2)
+    fig.tight_layout()
+    return fig

@@ -81,7 +81,8 @@ class _Batch:
                 obj = build_objective(config, content, styles, blend, weights)
             else:
                 with tf.device(dev):
-                    ext = FeatureExtractor(config.content_layers + config.style_layers, weights, config.pooling, config.precision)
+                    ext = FeatureExtractor(config.content_layers + config.style_layers, weights, config.pooling, config.precision,
+                                           config.normalize_vgg)
                     obj = Objective(ext, config.content_layers, config.style_layers)
                     obj.set_content(content[None])
                     obj.set_style([s[None] for s in styles], blend)

@@ -12,7 +12,10 @@ The logic lives in `PreviewEngine`, plain Python that tests call without a brows
    (almost) the same image; the small difference is the TV term, which was not scaled.
 
 `SliderPanel` wraps the engine in ipywidgets (FloatLogSliders with continuous_update=False,
-an Image preview, a ratio read-out and two buttons that scale alpha and beta together).
+an Image preview, a ratio read-out and two buttons that scale alpha and beta together). A
+release updates the read-out, a "refining..." status and the nearest precomputed image at
+once, in the kernel's message handler; the refinement runs in a background thread that a
+newer release cancels, so quick key presses never queue up behind each other.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from . import data
-from .config import StyleConfig
+from .config import StyleConfig, paper_alpha_over_beta
 from .images import to_uint8
 from .optimize import _Tracker, as_image, build_objective, run_lbfgs
 from .sweep import ratio_settings, sweep
 
-DEFAULT_RATIOS = tuple(10.0 ** e for e in range(-9, -1))  # beta/alpha, 1e-9 ... 1e-2
+DEFAULT_RATIOS = (0.1, 1.0, 3.0, 10.0, 100.0)  # beta/alpha presets for the normalised VGG19 (3: the default)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -49,9 +53,19 @@ def nearest_index(ratios: Sequence[float], ratio: float) -> int:
     return int(np.argmin(np.abs(logs - math.log10(max(ratio, 1e-30)))))
 
 
-def format_ratio(alpha: float, beta: float, tv: float) -> str:
-    """Return the read-out shown under the sliders."""
-    return f"alpha = {alpha:.3g}   beta = {beta:.3g}   TV = {tv:.3g}   ->   beta/alpha = {beta / alpha:.3g}"
+SLIDER_FORMAT = ".1e"  # d3-format of the sliders' read-outs; `fmt` writes numbers the same way
+
+
+def fmt(x: float) -> str:
+    """Return x as the sliders show it (d3's ".1e": one decimal, exponent without padding, e.g. 3.2e+1)."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent):+d}"
+
+
+def format_ratio(alpha: float, beta: float, tv: float, paper: float | None = None) -> str:
+    """Return the read-out shown under the sliders (and the paper's alpha/beta if given)."""
+    text = f"alpha = {fmt(alpha)}   beta = {fmt(beta)}   TV = {fmt(tv)}   ->   beta/alpha = {fmt(beta / alpha)}"
+    return text + (f"   (the paper's alpha/beta: {fmt(paper)})" if paper is not None else "")
 
 
 class PreviewEngine:
@@ -60,7 +74,7 @@ class PreviewEngine:
     def __init__(self, content=None, style=None, config: StyleConfig | None = None, *, size: int = 128,
                  ratios: Sequence[float] = DEFAULT_RATIOS, refine_steps: int = 10, refine_seconds: float = 5.0,
                  weights: str | os.PathLike | None = None):
-        self.config = (config or StyleConfig()).replace(size=size, optimizer="lbfgs")
+        self.config = (config or StyleConfig.normalized()).replace(size=size, optimizer="lbfgs")
         c, s = data.default_images()
         self.content = as_image(content if content is not None else c, size)
         self.style = as_image(style if style is not None else s, size)
@@ -80,6 +94,11 @@ class PreviewEngine:
         """Return the current beta/alpha."""
         return self.beta / self.alpha
 
+    def paper_ratio(self, alpha: float | None = None, beta: float | None = None) -> float:
+        """Return the paper's alpha/beta equivalent to (alpha, beta) (default the current weights) at preview size."""
+        return paper_alpha_over_beta(self.alpha if alpha is None else alpha, self.beta if beta is None else beta,
+                                     self.content.shape[:2], self.config.content_layers[0])
+
     def precompute(self, steps: int = 30, progress: bool = False) -> list[np.ndarray]:
         """Run one batched sweep over `ratios` (alpha fixed, TV as configured) and keep its images."""
         results = sweep(self.content, self.style, self.config.replace(steps=steps),
@@ -93,19 +112,26 @@ class PreviewEngine:
         """Return (the image to show at once and start from, where it came from) for new weights."""
         if self.coarse is not None and not math.isclose(beta / alpha, self.ratio, rel_tol=1e-6):
             i = nearest_index(self.ratios, beta / alpha)
-            return self.coarse[i], f"precomputed beta/alpha = {self.ratios[i]:.0e}"
+            return self.coarse[i], f"precomputed beta/alpha = {fmt(self.ratios[i])}"
         return self.current, "current image"
 
     def refine(self, start: np.ndarray, steps: int | None = None,
-               on_progress: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
-        """Return `start` improved by a few L-BFGS evaluations under the current weights (time-capped)."""
+               on_progress: Callable[[np.ndarray], None] | None = None, seconds: float | None = -1.0,
+               cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+        """Return `start` improved by a few L-BFGS evaluations under the current weights.
+
+        Stops after `seconds` (default `refine_seconds`; None: no time cap, so the result does not depend on the
+        machine's speed) or as soon as `cancelled()` is true.
+        """
         steps = steps or self.refine_steps
+        seconds = self.refine_seconds if seconds == -1.0 else seconds
         t0 = time.perf_counter()
 
         def cb(step, image, terms):
             if on_progress is not None and step % 4 == 0:
                 on_progress(image)
-            return time.perf_counter() - t0 > self.refine_seconds
+            late = seconds is not None and time.perf_counter() - t0 > seconds
+            return late or (cancelled is not None and cancelled())
 
         tracker = _Tracker(steps, cb, False, "refine")
         run_lbfgs(self.objective, start.astype(np.float32), steps, tracker)
@@ -113,17 +139,30 @@ class PreviewEngine:
         return np.clip(tracker.best_image if tracker.best_image is not None else start, 0.0, 1.0)
 
     def update(self, alpha: float, beta: float, tv: float, show: Callable[[np.ndarray], None] | None = None,
-               steps: int | None = None) -> np.ndarray:
+               steps: int | None = None, cancelled: Callable[[], bool] | None = None) -> np.ndarray:
         """Set new weights; `show` the nearest image at once, refine it, show and return the result."""
-        start, self.last_source = self.start_image(alpha, beta)
+        start = self.jump(alpha, beta, tv)
         if show is not None:
             show(start)
+        return self.settle(start, show, steps, cancelled)
+
+    def jump(self, alpha: float, beta: float, tv: float) -> np.ndarray:
+        """Set new weights and return the image to show at once (nearest precomputed, or the current one)."""
+        start, self.last_source = self.start_image(alpha, beta)
         self.alpha, self.beta, self.tv = float(alpha), float(beta), float(tv)
         self.objective.set_weights(alpha=self.alpha, beta=self.beta, tv=self.tv)
-        self.current = self.refine(start, steps, on_progress=show)
-        if show is not None:
-            show(self.current)
-        return self.current
+        self.current = start
+        return start
+
+    def settle(self, start: np.ndarray, show: Callable[[np.ndarray], None] | None = None, steps: int | None = None,
+               cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+        """Return `start` refined under the current weights (kept as the current image unless cancelled), shown."""
+        refined = self.refine(start, steps, on_progress=show, cancelled=cancelled)
+        if cancelled is None or not cancelled():
+            self.current = refined
+            if show is not None:
+                show(refined)
+        return refined
 
     def loss(self, image: np.ndarray | None = None) -> float:
         """Return the current objective's total at `image` (default the current image)."""
@@ -143,7 +182,7 @@ class PreviewEngine:
         for key, (aa, bb, tt) in {"base": (a, b, t), "ab_scaled": (k * a, k * b, t),
                                   "all_scaled": (k * a, k * b, k * t)}.items():
             self.objective.set_weights(alpha=aa, beta=bb, tv=tt)
-            out[key] = self.refine(start, steps)
+            out[key] = self.refine(start, steps, seconds=None)
         self.objective.set_weights(alpha=a, beta=b, tv=t)
         out["diff_ab_scaled"] = float(np.abs(out["ab_scaled"] - out["base"]).max())
         out["diff_all_scaled"] = float(np.abs(out["all_scaled"] - out["base"]).max())
@@ -152,28 +191,33 @@ class PreviewEngine:
 
 
 class SliderPanel:
-    """ipywidgets front end: alpha, beta and TV FloatLogSliders, a ratio read-out and the preview Image."""
+    """ipywidgets front end: alpha, beta and TV FloatLogSliders, a ratio read-out, a status line and the preview."""
 
-    def __init__(self, engine: PreviewEngine, display_width: int = 384):
+    def __init__(self, engine: PreviewEngine, decades: float = 0.5):
         import ipywidgets as W
 
         self.engine = engine
-        slider = dict(continuous_update=False, readout_format=".1e", style={"description_width": "60px"},
-                      layout=W.Layout(width="420px"))
-        self.alpha = W.FloatLogSlider(value=engine.alpha, base=10, min=0, max=8, step=0.25, description="alpha",
-                                      **slider)
-        self.beta = W.FloatLogSlider(value=engine.beta, base=10, min=-6, max=6, step=0.25, description="beta",
-                                     **slider)
-        self.tv = W.FloatLogSlider(value=max(engine.tv, 1e-3), base=10, min=-3, max=4, step=0.25,
-                                   description="TV", **slider)
+        slider = dict(continuous_update=False, readout_format=SLIDER_FORMAT, style={"description_width": "60px"},
+                      layout=W.Layout(width="420px"), base=10, step=0.25)
+        lo, hi = math.log10(min(engine.ratios)) - decades, math.log10(max(engine.ratios)) + decades
+        a = round(math.log10(engine.alpha))  # the beta slider spans the presets' ratios (+- `decades`) at this alpha
+        self.alpha = W.FloatLogSlider(value=engine.alpha, min=a - 2, max=a + 2, description="alpha", **slider)
+        self.beta = W.FloatLogSlider(value=engine.beta, min=a + lo, max=a + hi, description="beta", **slider)
+        t = (math.floor(math.log10(engine.tv)) - 2, math.floor(math.log10(engine.tv)) + 2) if engine.tv > 0 else (-6, 0)
+        self.tv = W.FloatLogSlider(value=max(engine.tv, 10.0 ** t[0]), min=t[0], max=t[1], description="TV", **slider)
         self.readout = W.HTML(value=self._readout())
         self.status = W.HTML(value="")
-        self.preview = W.Image(value=png_bytes(engine.current), format="png", layout=W.Layout(width=f"{display_width}px"))
+        h, w = engine.current.shape[:2]
+        self.preview = W.Image(value=png_bytes(engine.current), format="png",
+                               layout=W.Layout(width=f"{w}px", height=f"{h}px"))  # its computed size: never stretched
         self.up = W.Button(description="alpha, beta x10", tooltip="scale alpha and beta together: same ratio")
         self.down = W.Button(description="alpha, beta /10", tooltip="scale alpha and beta together: same ratio")
         self.up.on_click(lambda _: self.scale(10.0))
         self.down.on_click(lambda _: self.scale(0.1))
         self._busy = False
+        self._generation = 0  # bumped on every release; a refinement from an older one stops and shows nothing
+        self._lock = threading.Lock()  # one refinement at a time on the shared Objective
+        self._thread: threading.Thread | None = None
         self.timings: dict[str, float] = {}
         for s in (self.alpha, self.beta, self.tv):
             s.observe(self._on_change, names="value")
@@ -181,31 +225,52 @@ class SliderPanel:
                                       self.preview]), self.readout, self.status])
 
     def _readout(self) -> str:
-        e = self.engine
-        return f"<b>{format_ratio(e.alpha, e.beta, e.tv)}</b>"
+        """Return the read-out HTML for the sliders' current values."""
+        a, b, t = self.alpha.value, self.beta.value, self.tv.value
+        return f"<b>{format_ratio(a, b, t, self.engine.paper_ratio(a, b))}</b>"
 
     def show(self, image: np.ndarray) -> None:
         """Put an image into the preview."""
         self.preview.value = png_bytes(image)
 
     def _on_change(self, change=None) -> None:
+        """Update read-out, status and preview at once, then refine in a background thread (cancelling older ones)."""
         if self._busy:
             return
         t0 = time.perf_counter()
-        e = self.engine
-        before = e.current
-        first = []
-
-        def show(image):
-            self.show(image)
-            first.append(time.perf_counter() - t0)
-
-        e.update(self.alpha.value, self.beta.value, self.tv.value, show=show)
-        self.timings = {"first_image_s": first[0], "refined_s": time.perf_counter() - t0}
+        self._generation += 1
+        generation = self._generation
         self.readout.value = self._readout()
-        self.status.value = (f"started from the {e.last_source} (shown after {first[0] * 1000:.0f} ms); "
-                             f"refined in {self.timings['refined_s']:.1f} s; loss {e.loss():.4g}; "
-                             f"max pixel change {np.abs(e.current - before).max():.3f}")
+        self.status.value = "refining..."
+        with self._lock:  # the previous refinement sees the new generation at its next evaluation and stops
+            start = self.engine.jump(self.alpha.value, self.beta.value, self.tv.value)
+        source = self.engine.last_source
+        self.show(start)
+        self.timings = {"first_image_s": time.perf_counter() - t0}
+        self._thread = threading.Thread(target=self._refine, args=(generation, start, source, t0), daemon=True)
+        self._thread.start()
+
+    def _refine(self, generation: int, start: np.ndarray, source: str, t0: float) -> None:
+        """Refine `start` unless a newer release came first; then report in the status line."""
+        def stale() -> bool:
+            return generation != self._generation
+
+        with self._lock:
+            if stale():
+                return
+            e = self.engine
+            e.settle(start, self.show, cancelled=stale)
+            if stale():
+                return
+            self.timings["refined_s"] = time.perf_counter() - t0
+            self.status.value = (f"started from the {source} (shown after {self.timings['first_image_s'] * 1000:.0f} ms); "
+                                 f"refined in {self.timings['refined_s']:.1f} s; loss {fmt(e.loss())}; "
+                                 f"max pixel change {np.abs(e.current - start).max():.2f}")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the latest refinement has finished (for scripts and tests; the browser never waits)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def scale(self, k: float) -> None:
         """Multiply alpha and beta by k together (the ratio stays) and refine from the current image."""
@@ -232,7 +297,7 @@ class SliderPanel:
 def slider_panel(content=None, style=None, *, size: int = 128, precompute_steps: int = 30,
                  ratios: Sequence[float] = DEFAULT_RATIOS, refine_steps: int = 10, **config) -> SliderPanel:
     """Return a ready SliderPanel: engine built, coarse ratio sweep precomputed (display `.widget`)."""
-    engine = PreviewEngine(content, style, StyleConfig(**config) if config else None, size=size, ratios=ratios,
+    engine = PreviewEngine(content, style, StyleConfig.normalized(**config), size=size, ratios=ratios,
                            refine_steps=refine_steps)
-    engine.precompute(precompute_steps)
+    engine.precompute(precompute_steps, progress=True)
     return SliderPanel(engine)

@@ -21,7 +21,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06_tune_alpha_beta.ipynb"
 TOKEN = "nst-browser-test-token"
-TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, RATIO_EXP_MIN=-8, RATIO_EXP_MAX=-4, SCALE_STEPS=3,
+TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3,
             OUTPUT_DIR="outputs")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -114,11 +114,33 @@ def test_slider_drag_changes_preview_in_jupyterlab(lab, tmp_path):
             page.mouse.down()
             page.mouse.move(x + 90, y, steps=8)
             page.mouse.up()
+            # the read-out and the "refining..." status change at once (in the kernel's handler, before refining)
+            readout = "Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-html-content'))" \
+                      ".map(e => e.innerText).find(t => t.includes('beta/alpha')) || ''"
+            slider_text = "document.querySelectorAll('.widget-slider .widget-readout')[1].innerText.trim()"
+            t0 = time.time()
+            page.wait_for_function(f"{readout}.includes('beta = ' + {slider_text})", timeout=10_000)
+            assert time.time() - t0 < 5, "the read-out lagged behind the slider"
+            page.wait_for_function(f"{status} !== {json.dumps(status_before)}", timeout=10_000)
             page.wait_for_function("([sel, old]) => { const i = document.querySelector(sel); return i && i.src !== old; }",
                                    arg=[".jp-OutputArea .widget-image", before], timeout=180_000)
-            # the nearest precomputed image came first; the read-out and status change once refined
-            page.wait_for_function(f"{status} !== {json.dumps(status_before)}", timeout=180_000)
+            page.wait_for_function(f"!{status}.includes('refining...')", timeout=180_000)
             page.screenshot(path=str(shots / "browser_after.png"))
+            # four quick key presses: the read-out ends on the slider's own value, in the same format
+            handle.focus()
+            for _ in range(4):
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"{readout}.includes('beta = ' + {slider_text})", timeout=10_000)
+            page.wait_for_function(f"!{status}.includes('refining...')", timeout=180_000)
+            assert page.evaluate(readout).count("beta = " + page.evaluate(slider_text)) == 1
+            # the buttons scale alpha and beta together: the ratio stays
+            ratio_text = f"({readout}).split('beta/alpha = ')[1].split(' ')[0]"
+            ratio = page.evaluate(ratio_text)
+            page.locator("button", has_text="alpha, beta /10").first.click()  # (the drag and keys went right)
+            page.wait_for_function(f"{slider_text} !== {json.dumps(page.evaluate(slider_text))}", timeout=30_000)
+            page.wait_for_function(f"!{status}.includes('refining...')", timeout=180_000)
+            assert page.evaluate(ratio_text) == ratio
+            page.screenshot(path=str(shots / "browser_keys_buttons.png"))
             assert image.get_attribute("src") != before
         except Exception:
             if page is not None:

@@ -1,14 +1,16 @@
 """The sliders: plain functions behind them, and the ipywidgets panel driven from Python."""
 
+import io
+
 import ipywidgets as W
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import synthetic_image
-from nst_utils.widgets import PreviewEngine, SliderPanel, format_ratio, nearest_index, png_bytes
+from nst_utils.widgets import SLIDER_FORMAT, PreviewEngine, SliderPanel, fmt, format_ratio, nearest_index, png_bytes
 
-RATIOS = (1e-8, 1e-6, 1e-4)
+RATIOS = (1e-1, 1e1, 1e3)  # beta/alpha for the normalised network (the engine's default)
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +24,30 @@ def engine():
 
 
 def test_helpers():
-    assert nearest_index(RATIOS, 3e-7) == 1 and nearest_index(RATIOS, 1e-3) == 2 and nearest_index(RATIOS, 1e-12) == 0
-    assert "beta/alpha = 1e-06" in format_ratio(1e4, 1e-2, 30)
+    assert nearest_index(RATIOS, 3.0) == 1 and nearest_index(RATIOS, 1e5) == 2 and nearest_index(RATIOS, 1e-12) == 0
+    assert [fmt(x) for x in (316.2, 0.056, 1.0, 1e-6)] == ["3.2e+2", "5.6e-2", "1.0e+0", "1.0e-6"]  # as d3's ".1e"
+    assert "beta/alpha = 1.0e-6" in format_ratio(1e4, 1e-2, 30)
+    assert "paper's alpha/beta: 2.0e-7" in format_ratio(1, 10, 0, 2e-7)
     img = synthetic_image(20, 30)
-    back = np.asarray(Image.open(__import__("io").BytesIO(png_bytes(img)))) / 255.0
+    back = np.asarray(Image.open(io.BytesIO(png_bytes(img)))) / 255.0
     assert back.shape == (20, 30, 3) and np.abs(back - img).max() <= 1 / 255 + 1e-6
+
+
+def test_engine_uses_the_normalised_network(engine):
+    assert engine.config.normalize_vgg and engine.objective.extractor.normalize
+    assert engine.alpha == 1.0 and engine.config.pooling == "avg"
 
 
 def test_precompute_is_one_image_per_ratio(engine):
     assert len(engine.coarse) == len(RATIOS)
     assert all(c.shape == engine.content.shape for c in engine.coarse)
-    assert not np.allclose(engine.coarse[0], engine.coarse[-1])  # more style, different picture
+    far = [np.abs(c - engine.content).mean() for c in engine.coarse]
+    assert far[0] < far[-1]  # more style, further from the photo
 
 
 def test_start_image_is_nearest_precomputed_for_a_new_ratio(engine):
-    img, source = engine.start_image(engine.alpha, engine.alpha * 2e-4)
-    assert img is engine.coarse[2] and "1e-04" in source
+    img, source = engine.start_image(engine.alpha, engine.alpha * 2e3)
+    assert img is engine.coarse[2] and fmt(1e3) in source
     img, source = engine.start_image(engine.alpha * 10, engine.beta * 10)  # same ratio: keep what is shown
     assert img is engine.current and source == "current image"
 
@@ -45,41 +55,54 @@ def test_start_image_is_nearest_precomputed_for_a_new_ratio(engine):
 def test_update_shows_at_once_then_refines_without_retracing(engine):
     traces = engine.objective.tracing_count()
     shown = []
-    start_loss = None
-    out = engine.update(engine.alpha, engine.beta * 100, 10.0, show=shown.append)
+    out = engine.update(engine.alpha, engine.beta * 100, 1e-3, show=shown.append)
     assert shown[0] is engine.coarse[nearest_index(RATIOS, engine.ratio)]  # the immediate image
     assert shown[-1] is out and out.shape == engine.content.shape
-    start_loss = engine.loss(shown[0])
-    assert engine.loss(out) <= start_loss
-    assert engine.tv == 10.0
+    assert engine.loss(out) <= engine.loss(shown[0])
+    assert engine.tv == 1e-3
     assert engine.objective.tracing_count() == traces
 
 
 def test_only_the_ratio_matters(engine):
+    engine.jump(engine.alpha, engine.beta, 0.0)  # the default: no TV term, so alpha and beta set the whole scale
     check = engine.scale_check(10.0, steps=4)
-    assert check["diff_all_scaled"] < 1e-3  # L-BFGS ignores the objective's overall scale
-    assert check["diff_all_scaled"] <= check["diff_ab_scaled"] + 1e-6  # what is left is the TV term
+    assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] < 1 / 255
+    engine.jump(engine.alpha, engine.beta, 10.0)  # a strong TV term: scaling alpha, beta alone now changes the picture
+    check = engine.scale_check(10.0, steps=4)
+    assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] > max(10 * check["diff_all_scaled"], 1e-3)
 
 
-def test_panel_slider_changes_preview_without_retracing(engine):
+def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(engine):
     panel = SliderPanel(engine)
     assert isinstance(panel.beta, W.FloatLogSlider) and not panel.beta.continuous_update
-    assert isinstance(panel.preview, W.Image)
+    assert panel.beta.readout_format == SLIDER_FORMAT
+    assert panel.beta.min <= np.log10(engine.alpha * min(RATIOS)) and panel.beta.max >= np.log10(engine.alpha * max(RATIOS))
+    h, w = engine.current.shape[:2]
+    assert panel.preview.layout.width == f"{w}px" and panel.preview.layout.height == f"{h}px"  # not stretched
     traces = engine.objective.tracing_count()
     before = bytes(panel.preview.value)
     shown = []
     real_show = panel.show
     panel.show = lambda img: shown.append(img) or real_show(img)
-    assert engine.ratio > 1e-6
-    panel.beta.value = engine.alpha * 1e-8  # what releasing the slider in a browser does
+    panel.beta.value = engine.alpha * 0.1  # what releasing the slider in a browser does
     assert shown[0] is engine.coarse[0]  # the nearest precomputed image, shown before refining
-    assert bytes(panel.preview.value) != before
-    assert f"beta/alpha = {engine.beta / engine.alpha:.3g}" in panel.readout.value
-    assert "refined" in panel.status.value
-    assert 0 < panel.timings["first_image_s"] <= panel.timings["refined_s"]  # shown before refining
+    assert f"beta/alpha = {fmt(0.1)}" in panel.readout.value and fmt(panel.beta.value) in panel.readout.value
+    assert "paper's alpha/beta" in panel.readout.value
+    assert panel.status.value == "refining..."  # at once, before the refinement has run
+    panel.wait(120)
+    assert "refined" in panel.status.value and bytes(panel.preview.value) != before
+    assert 0 < panel.timings["first_image_s"] <= panel.timings["refined_s"]
+    for v in (1.0, 10.0, 100.0, 56.2):  # quick key presses: the read-out follows each one at once
+        panel.beta.value = v
+        assert f"beta = {fmt(v)}" in panel.readout.value
+    panel.wait(120)
+    assert engine.beta == pytest.approx(56.2) and "refined" in panel.status.value
     ratio = engine.ratio
     panel.scale(10.0)  # alpha and beta together: the ratio is kept
+    panel.wait(120)
     assert engine.ratio == pytest.approx(ratio)
-    panel.tv.value = 1.0
-    assert engine.tv == pytest.approx(1.0)
+    tv = 10.0 ** (panel.tv.min + 1)
+    panel.tv.value = tv
+    panel.wait(120)
+    assert engine.tv == pytest.approx(tv)
     assert engine.objective.tracing_count() == traces
