@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-import tensorflow as tf
-
 from .errors import NSTError
-from .model import CHANNELS, POOLINGS, PRECISIONS, check_layers
+from .vgg import CHANNELS, check_layers, check_pooling, check_precision
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
@@ -75,10 +73,8 @@ class StyleConfig:
             raise NSTError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:
             raise NSTError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
-        if self.pooling not in POOLINGS:
-            raise NSTError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if self.precision not in PRECISIONS:
-            raise NSTError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_pooling(self.pooling)
+        check_precision(self.precision)
         object.__setattr__(self, "content_layers", check_layers(tuple(self.content_layers)))
         object.__setattr__(self, "style_layers", check_layers(tuple(self.style_layers)))
         if self.style_layer_weights is not None:
@@ -167,7 +163,3 @@ def network_defaults(normalize_vgg: bool) -> dict:
     fields = StyleConfig.__dataclass_fields__
     return dict(NORMALIZED) if normalize_vgg else {k: fields[k].default for k in NORMALIZED}
 
-
-def auto_size(cpu: int, gpu: int) -> int:
-    """Return `gpu` if TensorFlow sees a GPU, else `cpu` (notebook sizes that fit the time budget on either)."""
-    return gpu if tf.config.list_physical_devices("GPU") else cpu

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
 from . import weights as weights_mod
 from .images import deprocess, preprocess, resize
 from .losses import content_loss, gram_matrix, style_loss, total_variation
-from .model import LAYERS, build_vgg19
-from .optimize import get_extractor, stylize
+from .model import LAYERS, get_extractor
+from .optimize import stylize
+from .plots import plt  # pyplot after plots' backend guard
 
 # Gatys et al.'s Figure 1: content reconstructed from one layer per block, style from a growing set of layers.
 CONTENT_RECONSTRUCTION_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
@@ -50,8 +50,8 @@ def weight_sources() -> list[dict[str, str]]:
 
 def layer_table(image: np.ndarray, weights: str | os.PathLike | None = None) -> list[dict]:
     """Return one row per VGG19 layer (name, kind, output shape at this image's size, values, parameters)."""
-    model = build_vgg19(LAYERS, weights)
-    outputs = model(preprocess(tf.convert_to_tensor(np.asarray(image, np.float32)[None])), training=False)
+    ext = get_extractor(LAYERS, "max", weights, "float32")  # the cached unnormalised VGG19, all layers
+    outputs, model = ext(np.asarray(image, np.float32)[None]), ext.model
     rows = []
     for name in LAYERS:
         _, h, w, c = outputs[name].shape

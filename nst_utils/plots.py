@@ -138,3 +138,12 @@ def titled_grid(images: Sequence[np.ndarray], titles: Sequence[str], title: str,
     fig.suptitle(title, fontweight="bold", fontsize=fontsize + 2)
     fig.tight_layout()
     return fig
+
+
+def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, title: str = "Loss terms per step") -> Path:
+    """Return `path` after writing a plot of each weighted loss term per step there (PNG, atomically)."""
+    fig = plot_history(history, title=title)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

@@ -35,8 +35,11 @@ from .controls import prepare_inputs
 from .errors import NSTError
 from .losses import Objective
 from .model import FeatureExtractor
-from .optimize import TERMS, Result, build_objective, drive_lbfgs, initial_image, lbfgs_for
 from .images import resize
+from .objective import build_objective, initial_image
+from .optimize import Result
+from .optimizers import drive_lbfgs, lbfgs_for
+from .tracking import TERMS
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
 SweepCallback = Callable[[int, np.ndarray, list], "bool | None"]
