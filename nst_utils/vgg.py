@@ -43,3 +43,9 @@ def check_precision(precision: str) -> str:
 def depth(layer: str) -> int:
     """Return a layer's position in VGG19 (0 for block1_conv1)."""
     return LAYERS.index(layer)
+
+
+def short_name(layer: str) -> str:
+    """Return the paper's name of a Keras VGG19 layer, e.g. 'conv5_2' for 'block5_conv2'."""
+    block, kind = layer.split("_")  # "block5", "conv2"
+    return f"conv{block[5:]}_{kind[4:]}" if kind.startswith("conv") else f"pool{block[5:]}"
