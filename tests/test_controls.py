@@ -12,7 +12,7 @@ from nst_utils import StyleConfig, colour, gram_matrix, optimize, optimizers, st
 from nst_utils.checkpoint import load
 from nst_utils.controls import normalised_blend, prepare_inputs
 from nst_utils.images import resize
-from nst_utils.optimize import build_objective
+from nst_utils.objective import build_objective
 
 FAST = dict(size=64, progress=False)
 

@@ -6,7 +6,7 @@ import pytest
 import nst_utils.optimize as opt
 import nst_utils.optimizers as optimizers
 from nst_utils import StyleConfig, stylize
-from nst_utils.optimize import initial_image
+from nst_utils.objective import initial_image
 
 
 @pytest.mark.parametrize("optimizer,steps", [("lbfgs", 15), ("adam", 15)])

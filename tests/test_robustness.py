@@ -26,7 +26,7 @@ from PIL import Image
 
 import nst_utils.optimize as opt
 from nst_utils import NSTError, StyleConfig, cli, host, images, load_image, memory, stylize, weights
-from nst_utils.optimize import as_image
+from nst_utils.images import as_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, STEPS = "32", "2"
