@@ -22,6 +22,14 @@ GRID_RATIOS = (1e-1, 1.0, 10.0, 100.0)  # beta/alpha of the Fig. 3 grid and `nst
 RAW_GRID_RATIOS = (1e-7, 1e-6, 1e-5, 1e-4)  # the same for the raw VGG19 with the tutorial's weights
 
 
+def check_blend(blend) -> tuple[float, ...]:
+    """Return style blend weights as floats if they are finite, >= 0 and not all 0, else raise NSTError."""
+    b = tuple(float(x) for x in blend)
+    if not b or any(not math.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
+        raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
+    return b
+
+
 @dataclass(frozen=True)
 class StyleConfig:
     """Everything that decides a stylization; the defaults are the TensorFlow tutorial's objective."""
@@ -101,10 +109,7 @@ class StyleConfig:
     def _check_controls(self) -> None:
         """Validate the control fields (blend, style scale, layer weight exponent, colour preservation)."""
         if self.style_blend is not None:
-            b = tuple(float(x) for x in self.style_blend)
-            if not b or any(not math.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
-                raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
-            object.__setattr__(self, "style_blend", b)
+            object.__setattr__(self, "style_blend", check_blend(self.style_blend))
         if not isinstance(self.style_scale, (int, float)) or not math.isfinite(self.style_scale) or self.style_scale <= 0:
             raise NSTError(f"style_scale must be a finite number > 0, got {self.style_scale!r}")
         if self.style_layer_weight_exp is not None:

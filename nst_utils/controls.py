@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import colour, data
-from .config import StyleConfig
+from .config import StyleConfig, check_blend
 from .errors import NSTError
 from .images import as_image, resize
 
@@ -40,8 +40,7 @@ def normalised_blend(blend, n_styles: int) -> tuple[float, ...] | None:
     b = tuple(float(x) for x in blend)
     if len(b) != n_styles:
         raise NSTError(f"{len(b)} style blend weights for {n_styles} style images")
-    if any(not np.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
-        raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
+    b = check_blend(b)
     return tuple(x / sum(b) for x in b)
 
 

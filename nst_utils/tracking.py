@@ -49,7 +49,7 @@ class Tracker:
 
         The best image stays with the optimiser; `image()` fetches the latest evaluated one only if a callback wants it.
         """
-        rows = [{k: float(np.sum(terms[k][i])) for k in TERMS} for i in range(len(terms["total"]))]
+        rows = [self._row(terms, i) for i in range(len(terms["total"]))]
         recorded = 0
         for vals in rows:
             if not self._append(vals):
@@ -58,6 +58,10 @@ class Tracker:
         if recorded:
             self._notify(recorded, image, rows[recorded - 1])
         return recorded == len(rows)
+
+    def _row(self, terms: dict[str, np.ndarray], i: int) -> dict:
+        """Return evaluation `i` of a chunk's terms as one row (floats here; per-image arrays in a BatchTracker)."""
+        return {k: float(np.sum(terms[k][i])) for k in TERMS}
 
     def _append(self, vals: dict[str, float]) -> bool:
         """Append one evaluation's terms and track the best loss; return False (stop, message) if one is not finite."""
@@ -109,3 +113,57 @@ def converged(totals: Sequence[float], tol: float | None, window: int = TOL_WIND
 
 class Stop(Exception):
     """Raised inside scipy's loop to end the L-BFGS run early."""
+
+
+class BatchTracker(Tracker):
+    """A Tracker for a batch (`sweep`): per-image histories, best losses and images; chunks recorded as Tracker does."""
+
+    def __init__(self, n: int, steps: int, callback: Callable | None, progress: bool, desc: str):
+        self.history = [{k: [] for k in TERMS} for _ in range(n)]
+        self.best_loss = np.full(n, np.inf)
+        self.best_image: list[np.ndarray | None] = [None] * n
+        self.callback = callback
+        self.bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, unit="step")
+        self.evals = 0
+        self.stop = False
+        self.message = ""
+        self.tol, self.state = None, None
+
+    @property
+    def count(self) -> int:
+        """Return the number of batched evaluations recorded."""
+        return self.evals
+
+    def record(self, images: np.ndarray, terms: dict[str, np.ndarray]) -> None:
+        """Record one batched evaluation (images are the points the terms describe)."""
+        better = np.asarray(terms["total"]) < self.best_loss
+        if self._append(terms):
+            for i in np.flatnonzero(better):
+                self.best_image[i] = images[i].copy()
+            self._notify(1, lambda: images, terms)
+
+    def _row(self, terms: dict[str, np.ndarray], i: int) -> dict:
+        """Return evaluation `i` of a chunk's (n, B) terms: {term: (B,) per-image values}."""
+        return {k: terms[k][i] for k in TERMS}
+
+    def _append(self, terms: dict[str, np.ndarray]) -> bool:
+        """Append one batched evaluation's per-image terms; return False (stop, message) if one is not finite."""
+        total = np.asarray(terms["total"], np.float64).reshape(-1)
+        if not np.all(np.isfinite(total)):
+            self.stop = True
+            self.message = f"loss became non-finite at step {self.evals + 1}; kept the best images so far"
+            return False
+        self.evals += 1
+        for i in range(len(total)):
+            for k in TERMS:
+                self.history[i][k].append(float(terms[k][i]))
+        self.best_loss = np.minimum(self.best_loss, total)
+        return True
+
+    def _notify(self, n: int, images: Callable[[], np.ndarray], terms: dict[str, np.ndarray]) -> None:
+        """Advance the progress bar by n and call the callback with the latest batch (True from it stops the run)."""
+        self.bar.update(n)
+        if self.callback is not None:
+            per_image = [{k: float(terms[k][i]) for k in TERMS} for i in range(len(terms["total"]))]
+            if self.callback(self.evals, images(), per_image):
+                self.stop, self.message = True, "stopped by callback"
