@@ -69,7 +69,8 @@ class GuidedObjective(Objective):
 def build_guided_objective(config, content: np.ndarray, styles: Sequence[np.ndarray], mask: np.ndarray,
                            weights=None) -> GuidedObjective:
     """Return a GuidedObjective for `config` with content, guides (from `mask`) and per-region style targets set."""
-    extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights, config.precision)
+    extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights, config.precision,
+                              config.normalize_vgg)
     obj = GuidedObjective(extractor, config.content_layers, config.style_layers, alpha=config.alpha, beta=config.beta,
                           tv=config.tv, style_layer_weights=config.layer_weights())
     obj.set_content(content[None])
