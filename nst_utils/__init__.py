@@ -1,19 +1,53 @@
-"""nst_utils: neural style transfer (Gatys, Ecker & Bethge 2015) with TensorFlow/Keras and VGG19."""
+"""nst_utils: neural style transfer (Gatys, Ecker & Bethge 2015) with TensorFlow/Keras and VGG19.
+
+The public names below load on first use (PEP 562), so `import nst_utils.cli` and `nst --help` do not import
+TensorFlow; `from nst_utils import stylize` imports it then, with its C++ start-up lines hidden (quiet.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
 
 from .quiet import import_tensorflow
 
-import_tensorflow()
+if not os.environ.get("NST_DEBUG"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's informational C++ lines, whoever imports it first
 
-# isort: split
-from .config import CONTENT_LAYERS, SEED_STYLE_LAYERS, STYLE_LAYERS, StyleConfig
-from .errors import NSTError
-from .images import deprocess, load_image, preprocess, save_image
-from .losses import Objective, content_loss, gram_matrix, style_loss, total_variation
-from .model import LAYERS, FeatureExtractor, build_vgg19
-from .optimize import Result, stylize
+_HOME = {  # public name -> the module it lives in
+    "CONTENT_LAYERS": "config", "SEED_STYLE_LAYERS": "config", "STYLE_LAYERS": "config", "StyleConfig": "config",
+    "NSTError": "errors",
+    "deprocess": "images", "load_image": "images", "preprocess": "images", "save_image": "images",
+    "Objective": "losses", "content_loss": "losses", "gram_matrix": "losses", "style_loss": "losses",
+    "total_variation": "losses",
+    "LAYERS": "vgg", "FeatureExtractor": "model", "build_vgg19": "model",
+    "Result": "optimize", "stylize": "optimize",
+}
+_TENSORFLOW = {  # modules that import TensorFlow: quietly imported first (the others stay light)
+    "model", "losses", "masks", "lbfgs", "objective", "optimizers", "multiscale", "optimize", "sweep", "explore",
+    "figures", "widgets", "bench",
+}
 
-__all__ = [
-    "CONTENT_LAYERS", "LAYERS", "SEED_STYLE_LAYERS", "STYLE_LAYERS", "FeatureExtractor", "NSTError", "Objective",
-    "Result", "StyleConfig", "build_vgg19", "content_loss", "deprocess", "gram_matrix", "load_image", "preprocess",
-    "save_image", "style_loss", "stylize", "total_variation",
-]
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    """Return a public name (importing its module on first use) or a submodule, as `nst_utils.<name>`."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _HOME.get(name, name)
+    if module in _TENSORFLOW:
+        import_tensorflow()
+    try:
+        mod = importlib.import_module(f".{module}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{module}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(mod, name) if name in _HOME else mod
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -26,12 +26,20 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import tensorflow as tf
+
+from .config import StyleConfig
+from .controls import prepare_inputs
+from .images import save_image
+from .model import resolve_precision
+from .objective import build_objective
+from .optimize import stylize
+from .timing import best_seconds  # noqa: F401 - re-exported: bench.best_seconds
+from .vgg import BLOCKS
 
 
 def conv_gflop(height: int, width: int, deepest: str = "block5_conv2") -> float:
     """Return GFLOP of one VGG19 forward pass plus its input gradient (about twice the forward) up to `deepest`."""
-    from .model import BLOCKS
-
     flops, h, w, cin = 0.0, height, width, 3
     for b, n, c in BLOCKS:
         for i in range(1, n + 1):
@@ -43,21 +51,8 @@ def conv_gflop(height: int, width: int, deepest: str = "block5_conv2") -> float:
     return 2.0 * flops / 1e9
 
 
-def best_seconds(fn: Callable[[], object], reps: int = 3) -> float:
-    """Return the shortest wall time of `reps` calls of `fn` after one untimed warm-up call (tracing, caches)."""
-    fn()
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def matmul_peak(n: int = 2048, reps: int = 4, dtype: str = "float32") -> float:
     """Return the best n x n x n matmul rate in GFLOP/s (float32 or bfloat16) measured with TensorFlow here."""
-    import tensorflow as tf
-
     a = tf.cast(tf.random.uniform((n, n)), dtype)
     b = tf.cast(tf.random.uniform((n, n)), dtype)
     return 2.0 * n**3 / best_seconds(lambda: float(tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))), reps) / 1e9
@@ -66,12 +61,6 @@ def matmul_peak(n: int = 2048, reps: int = 4, dtype: str = "float32") -> float:
 def evaluation_seconds(content=None, style=None, size: int = 256, precision: str = "float32",
                        reps: int = 3) -> tuple[float, float]:
     """Return (best seconds for one objective value and gradient, objective at the content image) in `precision`."""
-    import tensorflow as tf
-
-    from .config import StyleConfig
-    from .controls import prepare_inputs
-    from .optimize import build_objective
-
     config = StyleConfig(size=size, precision=precision)
     inputs = prepare_inputs(config, content, style)
     objective = build_objective(config, inputs.content, inputs.styles, inputs.blend)
@@ -175,13 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or (128 if args.quick else 512)
     steps = args.baseline_steps or (100 if args.quick else 1000)
 
-    import tensorflow as tf
-
-    from .config import StyleConfig
-    from .controls import prepare_inputs
-    from .model import resolve_precision
-    from .optimize import build_objective, stylize
-
     default = StyleConfig().optimizer
     base_cfg = StyleConfig(size=size, steps=steps, optimizer="adam", precision="float32")  # the tutorial, as it is
     configs = {o: StyleConfig(size=size, steps=args.fast_max_evals, optimizer=o) for o in args.optimizers}
@@ -260,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(json.dumps({**row, "size": [w, h]}))
     if args.save:
-        from .images import save_image
-
         for name, img in images.items():
             save_image(img, f"{args.save}_{name}.png")
         with open(f"{args.save}.json", "w") as f:

@@ -87,17 +87,6 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
 def snapshot(tracker, config: StyleConfig, inputs: Inputs, x0: np.ndarray) -> Checkpoint:
     """Return a Checkpoint of a running optimisation from its tracker (optimiser state if the optimiser exposes it)."""
-    best = tracker.best_image if tracker.best_image is not None else x0
-    state = tracker.state() if getattr(tracker, "state", None) is not None else None
-    image, opt = state if state is not None else (best, [])
+    image, best, best_loss, history, opt = tracker.snapshot(x0)
     return Checkpoint(config=config, image=np.asarray(image, np.float32), best_image=np.asarray(best, np.float32),
-                      best_loss=float(tracker.best_loss), history={k: list(v) for k, v in tracker.history.items()},
-                      inputs=inputs, optimizer_state=list(opt))
-
-
-def restore(tracker, ckpt: Checkpoint) -> None:
-    """Continue a tracker from a checkpoint: its loss history, best image and loss, and the progress bar's count."""
-    for k in tracker.history:
-        tracker.history[k] = list(ckpt.history.get(k, []))
-    tracker.best_loss, tracker.best_image, tracker.last_good = ckpt.best_loss, ckpt.best_image, ckpt.best_image
-    tracker.bar.update(ckpt.step)
+                      best_loss=best_loss, history=history, inputs=inputs, optimizer_state=opt)

@@ -13,8 +13,19 @@ import threading
 import time
 from pathlib import Path
 
+from . import data, weights
+from .config import (
+    CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, PRESERVE_COLORS, RAW_GRID_RATIOS, STYLE_LAYERS, StyleConfig,
+    network_defaults,
+)
 from .errors import NSTError
+from .images import save_image, write_text
 from .progress import Writes
+from .quiet import import_tensorflow
+from .vgg import PRECISIONS
+
+# Only argparse-level modules above (no TensorFlow, h5py or matplotlib): `nst --help` and argument errors answer
+# at once. Each command imports the engine inside its function, the documented exception to module-level imports.
 
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT / SIGTERM
 
@@ -51,8 +62,6 @@ def _positive_float(text: str) -> float:
 
 def add_control_args(s: argparse.ArgumentParser) -> None:
     """Add the control flags (several styles, colour, scale, layer weights, progress, resume, mask) to `s`."""
-    from .config import PRESERVE_COLORS
-
     g = s.add_argument_group("controls")
     g.add_argument("--style", dest="styles", nargs="+", metavar="STYLE", help="one or more style images (instead of the positional STYLE)")
     g.add_argument("--style-blend", nargs="+", type=_weight, metavar="W", help="one blend weight per style image (normalised; default equal)")
@@ -129,9 +138,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for `nst`."""
-    from .config import CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, RAW_GRID_RATIOS, STYLE_LAYERS, StyleConfig, network_defaults
-    from .model import PRECISIONS
-
     d = StyleConfig.__dataclass_fields__
     p = _Parser(prog="nst", description="Neural style transfer (Gatys et al. 2015) with VGG19.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -227,9 +233,6 @@ def peak_memory_mb() -> float:
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Run one stylization from the command line; return the exit code."""
-    from .config import StyleConfig, network_defaults
-    from .images import write_text
-    from .optimize import stylize
 
     t0 = time.perf_counter()
     config_kwargs = dict(size=args.size, steps=args.steps, optimizer=args.optimizer,
@@ -247,6 +250,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.styles and args.style:
         raise NSTError("give the style images either positionally or with --style, not both")
     controls = dict(output=out, save_every=args.save_every, plot=args.plot, checkpoint=args.checkpoint)
+    import_tensorflow()
+    from .optimize import stylize  # the engine (TensorFlow): only once the arguments are checked
     if args.resume:
         if args.content or args.style or args.styles or args.style_mask:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
@@ -277,15 +282,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a batched sweep from the command line and write its grid; return the exit code."""
-    from .config import GRID_RATIOS, RAW_GRID_RATIOS, StyleConfig, network_defaults
-    from .images import save_image
-    from .plots import cumulative_labels, save_figure, sweep_grid
-    from .sweep import cumulative_layer_weights, grid_settings, sweep
-
     out = ensure_writable(args.output)
     config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer,
                          **weight_settings(args, network_defaults(args.normalize_vgg)),
                          style_layers=tuple(args.style_layers), precision=args.precision)
+    import_tensorflow()
+    from .plots import cumulative_labels, save_figure, sweep_grid  # matplotlib and the engine: once the arguments are checked
+    from .sweep import cumulative_layer_weights, grid_settings, sweep
     ratios = args.ratios or (GRID_RATIOS if config.normalize_vgg else RAW_GRID_RATIOS)
     n = len(config.style_layers)
     rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
@@ -311,8 +314,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download (or verify) the images and weights; return the exit code."""
-    from . import data, weights
-
     names = data.known_images() if args.all else list(data.default_images())
     for name in names:
         print(f"{name}: {data.image_path(name)}")
@@ -322,8 +323,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print where things resolve from and what TensorFlow sees; return the exit code."""
-    from . import data, weights
-
     print(f"VGG19 weights: {weights.describe()}")
     print(f"NST_DATA_DIR: {os.environ.get(data.DATA_DIR_ENV, '(unset)')}; download cache: {data.cache_dir()}")
     for name in data.known_images():
@@ -332,12 +331,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         except NSTError:
             where = "(not downloaded; `nst fetch --all`)"
         print(f"  {name}: {where}")
-    import tensorflow as tf
+    import_tensorflow()
+    from .model import describe_devices, resolve_precision  # TensorFlow: only once the command runs
 
-    devices = ", ".join(f"{d.device_type}:{d.name.split(':')[-1]}" for d in tf.config.list_physical_devices())
-    print(f"TensorFlow {tf.__version__}; devices: {devices}; Python {sys.version.split()[0]}")
-    from .model import resolve_precision
-
+    print(f"{describe_devices()}; Python {sys.version.split()[0]}")
     print(f"precision auto -> {resolve_precision('auto')} (bfloat16 where a probe convolution runs >= 1.3x faster in it)")
     return 0
 

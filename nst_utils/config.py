@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-import tensorflow as tf
-
 from .errors import NSTError
-from .model import CHANNELS, POOLINGS, PRECISIONS, check_layers
+from .vgg import CHANNELS, check_layers, check_pooling, check_precision
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
@@ -22,6 +20,14 @@ PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling 
 NORMALIZED = {"normalize_vgg": True, "pooling": "avg", "alpha": 1.0, "beta": 3.0, "tv": 0.0}
 GRID_RATIOS = (1e-1, 1.0, 10.0, 100.0)  # beta/alpha of the Fig. 3 grid and `nst sweep`: mostly content -> mostly style
 RAW_GRID_RATIOS = (1e-7, 1e-6, 1e-5, 1e-4)  # the same for the raw VGG19 with the tutorial's weights
+
+
+def check_blend(blend) -> tuple[float, ...]:
+    """Return style blend weights as floats if they are finite, >= 0 and not all 0, else raise NSTError."""
+    b = tuple(float(x) for x in blend)
+    if not b or any(not math.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
+        raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
+    return b
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,8 @@ class StyleConfig:
             raise NSTError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:
             raise NSTError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
-        if self.pooling not in POOLINGS:
-            raise NSTError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if self.precision not in PRECISIONS:
-            raise NSTError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_pooling(self.pooling)
+        check_precision(self.precision)
         object.__setattr__(self, "content_layers", check_layers(tuple(self.content_layers)))
         object.__setattr__(self, "style_layers", check_layers(tuple(self.style_layers)))
         if self.style_layer_weights is not None:
@@ -105,10 +109,7 @@ class StyleConfig:
     def _check_controls(self) -> None:
         """Validate the control fields (blend, style scale, layer weight exponent, colour preservation)."""
         if self.style_blend is not None:
-            b = tuple(float(x) for x in self.style_blend)
-            if not b or any(not math.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
-                raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
-            object.__setattr__(self, "style_blend", b)
+            object.__setattr__(self, "style_blend", check_blend(self.style_blend))
         if not isinstance(self.style_scale, (int, float)) or not math.isfinite(self.style_scale) or self.style_scale <= 0:
             raise NSTError(f"style_scale must be a finite number > 0, got {self.style_scale!r}")
         if self.style_layer_weight_exp is not None:
@@ -167,7 +168,3 @@ def network_defaults(normalize_vgg: bool) -> dict:
     fields = StyleConfig.__dataclass_fields__
     return dict(NORMALIZED) if normalize_vgg else {k: fields[k].default for k in NORMALIZED}
 
-
-def auto_size(cpu: int, gpu: int) -> int:
-    """Return `gpu` if TensorFlow sees a GPU, else `cpu` (notebook sizes that fit the time budget on either)."""
-    return gpu if tf.config.list_physical_devices("GPU") else cpu

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import colour, data
-from .config import StyleConfig
+from .config import StyleConfig, check_blend
 from .errors import NSTError
+from .images import as_image, resize
 
 
 @dataclass
@@ -39,15 +40,20 @@ def normalised_blend(blend, n_styles: int) -> tuple[float, ...] | None:
     b = tuple(float(x) for x in blend)
     if len(b) != n_styles:
         raise NSTError(f"{len(b)} style blend weights for {n_styles} style images")
-    if any(not np.isfinite(x) or x < 0 for x in b) or sum(b) == 0:
-        raise NSTError(f"style blend weights must be finite, >= 0 and not all 0, got {b}")
+    b = check_blend(b)
     return tuple(x / sum(b) for x in b)
+
+
+def load_mask(source, shape: tuple[int, int]) -> np.ndarray:
+    """Return a mask (path, registry name or array) as HxW floats in [0, 1] resized to `shape` (white = 1)."""
+    if isinstance(source, np.ndarray) and source.ndim == 2:
+        source = np.repeat(source[..., None], 3, axis=-1)
+    img = as_image(source)
+    return resize(img, shape).mean(-1).astype(np.float32)
 
 
 def prepare_inputs(config: StyleConfig, content=None, style=None, style_mask=None) -> Inputs:
     """Return the run's Inputs: images loaded at their sizes, blend checked, colours prepared, mask loaded."""
-    from .optimize import as_image
-
     default_content, default_style = data.default_images()
     content_img = as_image(content if content is not None else default_content, config.size)
     styles = list(style) if isinstance(style, list | tuple) else [style if style is not None else default_style]
@@ -59,8 +65,6 @@ def prepare_inputs(config: StyleConfig, content=None, style=None, style_mask=Non
                              len(style_imgs))
     mask = None
     if style_mask is not None:
-        from .masks import load_mask
-
         if blend is not None and len(set(blend)) > 1:
             raise NSTError("style blend weights do not apply with a style mask (the mask decides where each style goes)")
         mask = load_mask(style_mask, content_img.shape[:2])

@@ -1,4 +1,7 @@
-"""Look inside the method: VGG19's layers, its feature maps, reconstructions from one layer, and the loss terms."""
+"""Look inside the method: VGG19's layers, its feature maps, reconstructions from one layer, and the loss terms.
+
+This module computes; plots.py draws what it returns (the plot_* functions).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
 from . import weights as weights_mod
 from .images import deprocess, preprocess, resize
 from .losses import content_loss, gram_matrix, style_loss, total_variation
-from .model import LAYERS, build_vgg19
-from .optimize import get_extractor, stylize
+from .model import LAYERS, get_extractor
+from .optimize import stylize
+from .vgg import short_name
 
 # Gatys et al.'s Figure 1: content reconstructed from one layer per block, style from a growing set of layers.
 CONTENT_RECONSTRUCTION_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
 STYLE_RECONSTRUCTION_SETS = tuple(
     tuple(f"block{b}_conv1" for b in range(1, last + 1)) for last in range(1, 6)
 )
-
-
-def short_name(layer: str) -> str:
-    """Return the paper's name of a Keras VGG19 layer, e.g. 'conv5_2' for 'block5_conv2'."""
-    block, kind = layer.split("_")  # "block5", "conv2"
-    return f"conv{block[5:]}_{kind[4:]}" if kind.startswith("conv") else f"pool{block[5:]}"
 
 
 # --- notebook 01: the weights and the architecture ---------------------------------------------------------
@@ -50,8 +47,8 @@ def weight_sources() -> list[dict[str, str]]:
 
 def layer_table(image: np.ndarray, weights: str | os.PathLike | None = None) -> list[dict]:
     """Return one row per VGG19 layer (name, kind, output shape at this image's size, values, parameters)."""
-    model = build_vgg19(LAYERS, weights)
-    outputs = model(preprocess(tf.convert_to_tensor(np.asarray(image, np.float32)[None])), training=False)
+    ext = get_extractor(LAYERS, "max", weights, "float32")  # the cached unnormalised VGG19, all layers
+    outputs, model = ext(np.asarray(image, np.float32)[None]), ext.model
     rows = []
     for name in LAYERS:
         _, h, w, c = outputs[name].shape
@@ -113,33 +110,6 @@ def feature_maps(image: np.ndarray, layers: Sequence[str], n: int = 4,
         top = np.argsort(f.mean(axis=(0, 1)))[::-1][:n]
         out[name] = np.moveaxis(f[..., top], -1, 0)
     return out
-
-
-def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray | None = None,
-                      title: str = "What each block sees: its most active feature maps") -> plt.Figure:
-    """Return a grid figure: one row per layer, one column per feature map (each scaled to its own range)."""
-    layers = list(maps)
-    n = max(m.shape[0] for m in maps.values())
-    cols = n + (image is not None)
-    fig, axes = plt.subplots(len(layers), cols, figsize=(2.0 * cols + 0.8, 1.45 * len(layers) + 0.9), squeeze=False)
-    for r, name in enumerate(layers):
-        if image is not None:
-            axes[r][0].imshow(np.clip(image, 0, 1))
-            axes[r][0].set_title("input" if r == 0 else "", fontsize=9)
-        for c in range(n):
-            ax = axes[r][c + (image is not None)]
-            m = maps[name][c]
-            ax.imshow(m, cmap="viridis")
-            ax.set_title(f"{m.shape[1]}x{m.shape[0]}, max {m.max():.3g}", fontsize=8)
-        axes[r][0].set_ylabel(short_name(name), fontsize=10)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontweight="bold")
-    fig.supxlabel("feature maps (channels with the largest mean activation; brighter = stronger)", fontsize=9)
-    fig.supylabel("layer", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def noise_image(shape: tuple[int, ...], amplitude: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -258,74 +228,6 @@ def matched_style_weights(content: np.ndarray, style: np.ndarray, layers: Sequen
     return [strength / mags[n]["style loss"] for n in layers]
 
 
-def plot_gram_magnitudes(magnitudes: dict[str, dict[str, dict[str, float]]], title: str) -> plt.Figure:
-    """Return two log-scale panels (mean |Gram| and style loss per layer), one line per network in `magnitudes`."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in zip(axes, ("gram", "style loss"), ("mean |Gram entry| of the painting",
-                                                             "style loss, photo vs painting (what beta multiplies)")):
-        for (network, mags), marker in zip(magnitudes.items(), "osd^"):
-            names = list(mags)
-            ax.plot(range(len(names)), [mags[n][key] for n in names], marker=marker, label=network)
-        ax.set_xticks(range(len(names)), [short_name(n) for n in names], fontsize=11)
-        ax.set_yscale("log")
-        ax.set_title(label, fontsize=12)
-        ax.set_xlabel("style layer")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=10)
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
-
-
-def plot_gram(gram: np.ndarray, title: str, channels: int | None = 32, ax: plt.Axes | None = None) -> plt.Figure:
-    """Return a heatmap figure of a (C, C) Gram matrix (its first `channels` channels if given)."""
-    g = np.asarray(gram)
-    g = g[0] if g.ndim == 3 else g
-    if channels:
-        g = g[:channels, :channels]
-    fig, ax = (plt.subplots(figsize=(5.2, 4.4)) if ax is None else (ax.figure, ax))
-    im = ax.imshow(g, cmap="magma", interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean product of the two channels")
-    ax.set_title(title)
-    ax.set_xlabel("channel j")
-    ax.set_ylabel("channel i")
-    return fig
-
-
-def plot_reconstruction_losses(recs: Sequence[Reconstruction], title: str) -> plt.Figure:
-    """Return a figure of each reconstruction's loss per step, as a fraction of its starting loss (log scale)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for r in recs:
-        h = np.asarray(r.history)
-        ax.plot(np.arange(1, len(h) + 1), h / h[0], label=r.label)
-    ax.set_yscale("log")
-    ax.set_xlabel("step (loss evaluation)")
-    ax.set_ylabel("loss / loss at step 1")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_layer_shapes(rows: Sequence[dict], title: str = "VGG19: spatial size shrinks, channels grow") -> plt.Figure:
-    """Return a figure of each layer's positions (H*W) and channels, from `layer_table` rows."""
-    names = [r["paper name"] for r in rows]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    ax.bar(x - 0.2, [r["positions H*W"] for r in rows], 0.4, color="tab:blue", label="positions H*W")
-    ax.bar(x + 0.2, [r["output (H, W, C)"][2] for r in rows], 0.4, color="tab:orange", label="channels C")
-    ax.set_yscale("log")
-    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
-    ax.set_xlabel("layer (input side on the left)")
-    ax.set_ylabel("count (log scale)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y", which="both")
-    fig.tight_layout()
-    return fig
-
-
 def layer_roles(content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str]) -> list[dict]:
     """Return one row per conv layer saying whether it is a content layer, a style layer, a seed style layer."""
     mark = lambda name, group: "yes" if name in group else ""  # noqa: E731
@@ -333,75 +235,3 @@ def layer_roles(content_layers: Sequence[str], style_layers: Sequence[str], seed
              "style (original write-up)": mark(n, seed_style_layers)} for n in LAYERS if "conv" in n]
 
 
-def plot_channel_histograms(image: np.ndarray, x: np.ndarray, title: str = "Pixel values before and after preprocessing") -> plt.Figure:
-    """Return a two-panel figure: RGB values (0..255) of the image, and BGR values of the VGG input (mean removed)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    bins = np.linspace(-130, 260, 80)
-    for i, (n, c) in enumerate(zip("RGB", ("tab:red", "tab:green", "tab:blue"))):
-        axes[0].hist(image[..., i].ravel() * 255.0, bins=bins, color=c, alpha=0.5, label=n)
-    for i, (n, c) in enumerate(zip("BGR", ("tab:blue", "tab:green", "tab:red"))):
-        axes[1].hist(x[..., i].ravel(), bins=bins, color=c, alpha=0.5, label=f"{n} - mean")
-    axes[0].set_title("image: RGB, 0..255")
-    axes[1].set_title("VGG input: BGR, ImageNet mean removed")
-    for ax in axes:
-        ax.set_xlabel("value")
-        ax.legend()
-    axes[0].set_ylabel("number of pixels")
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
-
-
-def plot_loss_table(rows: Sequence[dict], title: str = "Which changes each loss notices") -> plt.Figure:
-    """Return a figure with one bar panel per loss column of `loss_table` rows (log scale)."""
-    terms = ("content loss", "style loss", "total variation")
-    fig, axes = plt.subplots(1, len(terms), figsize=(12, 3.8))
-    names = [r["image"] for r in rows]
-    for ax, term in zip(axes, terms):
-        vals = [r[term] for r in rows]
-        tiny = 1e-9 * max(max(vals), 1e-30)  # float rounding of an exact zero
-        positive = [v for v in vals if v > tiny] or [1.0]
-        floor = min(positive) / 30  # zero bars are drawn down to here and labelled "0"
-        bars = ax.bar(range(len(rows)), [max(v, floor) for v in vals], bottom=0,
-                      color=["tab:gray", "tab:blue", "tab:orange", "tab:purple", "tab:green"][: len(rows)])
-        ax.bar_label(bars, [f"{v:.2g}" if v > tiny else "0" for v in vals], fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylim(floor, max(positive) * 10)
-        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(term)
-        ax.set_xlabel("image compared with the reference")
-        ax.set_ylabel(f"{term} (log scale)")
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
-
-
-def plot_grams(grams: dict[str, np.ndarray], title: str, channels: int | None = 32) -> plt.Figure:
-    """Return a figure with one Gram-matrix heatmap per entry, side by side, each titled by its key."""
-    fig, axes = plt.subplots(1, len(grams), figsize=(5.4 * len(grams), 4.6), squeeze=False)
-    for ax, (name, g) in zip(axes[0], grams.items()):
-        plot_gram(g, name, channels, ax=ax)
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
-
-
-def plot_reconstructions(original: np.ndarray, recs: Sequence[Reconstruction], title: str, xlabel: str,
-                         cols: int = 3, cell: float = 3.2) -> plt.Figure:
-    """Return a grid figure: the original first, then each reconstruction titled by its layer(s)."""
-    images = [original] + [r.image for r in recs]
-    titles = ["original"] + [r.label for r in recs]
-    rows = -(-len(images) // cols)
-    h, w = original.shape[:2]
-    pw = cell * 1.4 if w >= h else cell * w / h  # panel width, inches: landscape panels wider
-    ph = pw * h / w
-    fig, axes = plt.subplots(rows, cols, figsize=(pw * cols + 0.3, (ph + 0.45) * rows + 0.8), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, img, t in zip(axes.ravel(), images, titles):
-        ax.imshow(np.clip(img, 0, 1))
-        ax.set_title(t, fontsize=10)
-    fig.suptitle(title, fontweight="bold")
-    fig.supxlabel(xlabel, fontsize=10)
-    fig.tight_layout()
-    return fig

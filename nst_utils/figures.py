@@ -10,13 +10,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from . import data, plots
 from .config import GRID_RATIOS, STYLE_LAYERS, StyleConfig, paper_alpha_over_beta
 from .explore import matched_style_weights, short_name
-from .optimize import Result, as_image
+from .images import as_image
+from .optimize import Result
+from .plots import plt  # pyplot after plots' backend guard
 from .sweep import cumulative_layer_weights, grid_settings, sweep
 
 PAIR_LAYERS = ("block1_conv1", "block5_conv1")

@@ -13,6 +13,7 @@ from typing import IO, Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import data, host
 from .errors import NSTError
 
 # VGG19 was trained on BGR images in 0..255 with these per-channel means subtracted.
@@ -46,10 +47,8 @@ def check_raster(path: str | os.PathLike, img: Image.Image) -> None:
     bands = max(len(img.getbands()), 3)
     sample = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
     need = w * h * (2 * bands * sample + (8 if sample > 1 else 0) + 6)  # raster, a converted copy, RGB result
-    from .memory import SAFETY, available_bytes
-
-    free = available_bytes()
-    if need > free * SAFETY:
+    free = host.available_bytes()
+    if need > free * host.SAFETY:
         raise NSTError(f"{path} ({w}x{h}) needs about {need / 2**30:.1f} GiB to decode but only {free / 2**30:.1f} GiB "
                        f"is free; downscale it first or free memory")
 
@@ -111,6 +110,29 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     chans = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(hw[::-1], Image.Resampling.LANCZOS)
              for c in range(image.shape[-1])]
     return np.clip(np.stack([np.asarray(c) for c in chans], -1), 0.0, 1.0).astype(np.float32)
+
+
+def as_image(source, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Return an HxWx3 float32 image in [0, 1] from a path, registry name or array (NumPy or a tensor), resized if asked."""
+    array = isinstance(source, np.ndarray) or hasattr(source, "numpy")  # a TensorFlow tensor, without importing TF
+    if array:
+        img = np.asarray(source, dtype=np.float32)
+        if img.ndim == 4 and img.shape[0] == 1:
+            img = img[0]
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise NSTError(f"an image array must be HxWx3, got shape {img.shape}")
+        if not np.isfinite(img).all():
+            raise NSTError("an image array contains NaN or infinite values; pass RGB floats in [0, 1]")
+        img = np.clip(img, 0.0, 1.0)
+    else:
+        img = load_image(data.image_path(source), max_size=size if isinstance(size, int) else None)
+    if size is not None:
+        img = resize(img, size)
+    if min(img.shape[:2]) < 16:
+        name = "" if array else f"{source} "  # tiny images are upscaled; thin ones refused
+        raise NSTError(f"image {name}is {img.shape[1]}x{img.shape[0]} px after resizing: too thin for VGG19, which needs "
+                       f"at least 16 px per side; crop it to a less elongated shape or use a larger --size")
+    return img
 
 
 def preprocess(image):

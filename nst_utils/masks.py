@@ -8,18 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import NSTError
-from .images import resize
+from .model import get_extractor
 from .losses import Objective, content_loss, gram_matrix, style_loss, total_variation
-
-
-def load_mask(source, shape: tuple[int, int]) -> np.ndarray:
-    """Return a mask (path, registry name or array) as HxW floats in [0, 1] resized to `shape` (white = 1)."""
-    from .optimize import as_image
-
-    if isinstance(source, np.ndarray) and source.ndim == 2:
-        source = np.repeat(source[..., None], 3, axis=-1)
-    img = as_image(source)
-    return resize(img, shape).mean(-1).astype(np.float32)
 
 
 def regions(mask: np.ndarray, n_styles: int) -> np.ndarray:
@@ -79,8 +69,6 @@ class GuidedObjective(Objective):
 def build_guided_objective(config, content: np.ndarray, styles: Sequence[np.ndarray], mask: np.ndarray,
                            weights=None) -> GuidedObjective:
     """Return a GuidedObjective for `config` with content, guides (from `mask`) and per-region style targets set."""
-    from .optimize import get_extractor
-
     extractor = get_extractor(config.content_layers + config.style_layers, config.pooling, weights, config.precision,
                               config.normalize_vgg)
     obj = GuidedObjective(extractor, config.content_layers, config.style_layers, alpha=config.alpha, beta=config.beta,

@@ -20,22 +20,26 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import NSTError
+import numpy as np
+from PIL import Image
 
-MIB = 1 << 20
+from . import data, host
+from .config import CONTENT_LAYERS, STYLE_LAYERS
+from .errors import NSTError
+from .host import MIB, SAFETY  # noqa: F401 - re-exported: the estimate's unit and share of free memory
+from .images import fit_long_side
+from .vgg import BLOCKS, LAYERS
+
 BASE_BYTES = 750 * MIB  # TensorFlow + VGG19 weights + interpreter (the fit's intercept)
 ACTIVATION_FACTOR = 3.6  # bytes kept per activation byte (forward kept for backward + gradients + transients)
 LBFGS_EXTRA_VECTORS = 12  # scipy L-BFGS-B work arrays besides the 2*maxcor history, each 3HW float64
 TF_LBFGS_VECTORS = 14  # lbfgs.ProjectedLBFGS: 6 state vectors (x, g, d, trial, evaluated, best) + temporaries, float32
 ADAM_VECTORS = 6  # image, two moments, gradient, copies; float32
-SAFETY = 0.9  # use at most this share of the available memory
 SKIP_ENV = "NST_NO_MEMORY_CHECK"
 
 
 def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
     """Return the number of float activations VGG19 produces for one HxW image up to the deepest of `layers`."""
-    from .model import BLOCKS, LAYERS
-
     deepest = max(LAYERS.index(n) for n in layers)
     total, h, w, i = 0, height, width, 0
     for _, convs, channels in BLOCKS:
@@ -55,8 +59,6 @@ def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
 def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None, optimizer: str = "lbfgs",
                    maxcor: int = 20, batch: int = 1) -> int:
     """Return the estimated peak resident memory in bytes of a run producing an HxW image."""
-    from .config import CONTENT_LAYERS, STYLE_LAYERS
-
     layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
     acts = activation_elements(height, width, layers) * 4 * batch
     pixels = height * width * 3 * batch
@@ -69,40 +71,8 @@ def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None,
     return int(BASE_BYTES + ACTIVATION_FACTOR * acts + opt)
 
 
-def _cgroup_free() -> int | None:
-    """Return the bytes left under this process's cgroup (v2 or v1) memory limit, or None if unlimited."""
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            text = Path(limit).read_text().strip()
-            if text == "max" or int(text) >= 1 << 60:
-                return None
-            return max(0, int(text) - int(Path(usage).read_text().strip()))
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def available_bytes() -> int:
-    """Return the memory this process can still use: the system's available memory, capped by a cgroup limit."""
-    import psutil
-
-    free = psutil.virtual_memory().available
-    cg = _cgroup_free()
-    return min(free, cg) if cg is not None else free
-
-
-def _resident_bytes() -> int:
-    """Return this process's current resident memory in bytes."""
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
 def largest_size(shape: tuple[int, int], need_at, budget: int, upper: int) -> int:
     """Return the largest long side <= `upper` (at least 16) whose estimate `need_at(h, w)` fits in `budget`, else 0."""
-    from .images import fit_long_side
-
     lo, hi, best = 16, upper, 0
     while lo <= hi:
         mid = (lo + hi) // 2
@@ -131,8 +101,8 @@ def check(height: int, width: int, config) -> int:
             return need  # activations live in GPU memory; TensorFlow reports its own out-of-memory error there
     except Exception:  # no TensorFlow device query: check host memory as on CPU
         pass
-    already = min(_resident_bytes(), BASE_BYTES)  # the part of BASE this process holds already
-    budget = int(available_bytes() * SAFETY) + already
+    already = min(host.resident_bytes(), BASE_BYTES)  # the part of BASE this process holds already
+    budget = int(host.available_bytes() * SAFETY) + already
     if need <= budget:
         return need
     fits = largest_size((height, width), need_at, budget, max(height, width))
@@ -144,18 +114,10 @@ def check(height: int, width: int, config) -> int:
 
 def source_shape(source, size: int) -> tuple[int, int] | None:
     """Return the (height, width) `source` (array, path, registry name or None for the default) will have at `size`, reading only a file's header; None if unknown."""
-    import numpy as np
-
-    from .images import fit_long_side
-
     if hasattr(source, "shape"):
         shape = tuple(np.shape(source))
         return fit_long_side(shape[-3:-1], size) if len(shape) >= 3 else None
     try:
-        from PIL import Image
-
-        from . import data
-
         path = data.image_path(source if source is not None else data.default_images()[0])
         with Image.open(path) as img:
             w, h = img.size

@@ -16,29 +16,16 @@ from . import data
 from . import weights as weights_mod
 from .errors import NSTError
 from .images import atomic_write, load_image, preprocess
+from .timing import best_seconds
+from .vgg import (  # noqa: F401 - the layer table, re-exported for `from nst_utils.model import LAYERS`
+    BLOCKS, CHANNELS, CONV_LAYERS, FLOAT32_LAYERS, LAYERS, POOLINGS, PRECISIONS, check_layers, check_pooling,
+    check_precision, depth,
+)
 
-# (block, number of 3x3 convolutions, channels) of VGG19 without its classifier.
-BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
-CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, n, _ in BLOCKS for i in range(1, n + 1))
-LAYERS = tuple(name for b, n, _ in BLOCKS for name in [f"block{b}_conv{i}" for i in range(1, n + 1)] + [f"block{b}_pool"])
-CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1)} | {f"block{b}_pool": c for b, _, c in BLOCKS}
-POOLINGS = ("max", "avg")
-PRECISIONS = ("auto", "float32", "bfloat16")  # bfloat16: convolutions after the first in bf16, outputs float32
-FLOAT32_LAYERS = ("block1_conv1",)  # kept in float32 under bfloat16: the input's small changes must not round away
 # Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
 REFERENCE_IMAGES = ("japanese_garden.jpg", "picasso_selfportrait.jpg", "tubingen.jpg", "starry_night.jpg",
                     "the_scream.jpg", "seated-nude.jpg")
 REFERENCE_SIZE = 384  # long side the reference images are read at for the channel means
-
-
-def check_layers(names: Sequence[str]) -> tuple[str, ...]:
-    """Return `names` as a tuple if all are VGG19 layer names, else raise an error listing the valid ones."""
-    bad = [n for n in names if n not in LAYERS]
-    if bad:
-        raise NSTError(f"unknown VGG19 layer(s) {', '.join(map(repr, bad))}; valid: {', '.join(LAYERS)}")
-    if not names:
-        raise NSTError("no layers given; choose from " + ", ".join(CONV_LAYERS))
-    return tuple(names)
 
 
 def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -73,8 +60,6 @@ def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
             y = tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 1, "SAME"), tf.float32) ** 2)
         return tape.gradient(y, x)
 
-    from .bench import best_seconds
-
     return best_seconds(lambda: step(x).numpy(), reps)
 
 
@@ -89,9 +74,7 @@ def _auto_precision() -> str:
 
 def resolve_precision(precision: str = "auto") -> str:
     """Return "float32" or "bfloat16"; "auto" picks bfloat16 only where a probe convolution runs >= 1.3x faster in it."""
-    if precision not in PRECISIONS:
-        raise NSTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return _auto_precision() if precision == "auto" else precision
+    return _auto_precision() if check_precision(precision) == "auto" else precision
 
 
 def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max",
@@ -102,8 +85,7 @@ def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None
     the first convolution stays float32 so that small pixel changes are not rounded away at the input.
     """
     outputs = check_layers(outputs)
-    if pooling not in POOLINGS:
-        raise NSTError(f"unknown pooling {pooling!r}; choose max or avg")
+    check_pooling(pooling)
     precision = resolve_precision(precision)
     deepest = max(LAYERS.index(n) for n in outputs)
     path = weights_mod.resolve(weights)
@@ -203,3 +185,30 @@ class FeatureExtractor:
         """Return True if this extractor already outputs all of `layers` with this pooling, precision and normalisation."""
         return (pooling == self.pooling and resolve_precision(precision) == self.precision
                 and bool(normalize) == self.normalize and set(layers) <= set(self.layers))
+
+
+_EXTRACTORS: dict[tuple, FeatureExtractor] = {}
+
+
+def get_extractor(layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None,
+                  precision: str = "float32", normalize: bool = False) -> FeatureExtractor:
+    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling, precision, normalisation)."""
+    precision = resolve_precision(precision)
+    for (_, _, source, _, _), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
+        if source == str(weights) and ext.covers(layers, pooling, precision, normalize) and \
+                max(map(depth, ext.layers)) == max(map(depth, layers)):
+            return ext
+    key = (tuple(sorted(set(layers))), pooling, str(weights), precision, bool(normalize))
+    _EXTRACTORS[key] = FeatureExtractor(layers, weights, pooling, precision, normalize)
+    return _EXTRACTORS[key]
+
+
+def describe_devices() -> str:
+    """Return "TensorFlow <version>; devices: CPU:0, GPU:0, ..." for `nst info`."""
+    devices = ", ".join(f"{d.device_type}:{d.name.split(':')[-1]}" for d in tf.config.list_physical_devices())
+    return f"TensorFlow {tf.__version__}; devices: {devices}"
+
+
+def auto_size(cpu: int, gpu: int) -> int:
+    """Return `gpu` if TensorFlow sees a GPU, else `cpu` (notebook sizes that fit the time budget on either)."""
+    return gpu if tf.config.list_physical_devices("GPU") else cpu

@@ -14,6 +14,9 @@ import numpy as np
 
 from .config import StyleConfig
 from .images import resize
+from .objective import build_objective
+from .optimizers import run_lbfgs
+from .tracking import Tracker
 
 
 def with_detail(coarse: np.ndarray, content: np.ndarray) -> np.ndarray:
@@ -31,8 +34,6 @@ def coarse_to_fine(config: StyleConfig, content: np.ndarray, styles: Sequence[np
     Content and styles are shrunk by the same factor at each scale (the style's scale relative to the image is
     kept). `objective` may be passed in to reuse one across calls; `history` collects (scale, best loss) pairs.
     """
-    from .optimize import _Tracker, build_objective, run_lbfgs
-
     x = x0
     for side in config.scales:
         factor = side / max(content.shape[:2])
@@ -47,7 +48,7 @@ def coarse_to_fine(config: StyleConfig, content: np.ndarray, styles: Sequence[np
         start = resize(np.clip(x, 0.0, 1.0), hw) if x.shape[:2] != hw else x
         if x is not x0:
             start = with_detail(x, c)
-        tracker = _Tracker(config.scale_steps, None, False, f"lbfgs {hw[1]}x{hw[0]}")  # the same L-BFGS as stylize
+        tracker = Tracker(config.scale_steps, None, False, f"lbfgs {hw[1]}x{hw[0]}")  # the same L-BFGS as stylize
         run_lbfgs(objective, start.astype(np.float32), config.scale_steps, tracker)
         tracker.close()
         x = tracker.best_image if tracker.best_image is not None else start

@@ -1,4 +1,4 @@
-"""Progress outputs of a run: intermediate images every N steps, and the loss-curve plot at the end."""
+"""Progress outputs of a run: intermediate images every N steps, chained callbacks, and what was written where."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import NSTError
 from .images import WriteError, save_image
 
 
@@ -23,8 +24,6 @@ class SaveEvery:
 
     def __init__(self, every: int, output: str | os.PathLike, finish: Callable[[np.ndarray], np.ndarray] | None = None):
         if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
-            from .errors import NSTError
-
             raise NSTError(f"save_every must be a positive integer, got {every!r}")
         self.every, self.output, self.finish = every, Path(output), finish
         self.written: list[Path] = []
@@ -50,19 +49,6 @@ def chain(*callbacks: Callable | None, finish: Callable[[np.ndarray], np.ndarray
         return any([bool(c(step, img, terms)) for c in cbs])
 
     return each
-
-
-def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, title: str = "Loss terms per step") -> Path:
-    """Return `path` after writing a plot of each weighted loss term per step there (PNG, atomically)."""
-    import matplotlib.pyplot as plt
-
-    from .plots import plot_history, save_figure
-
-    fig = plot_history(history, title=title)
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
 
 
 RESUME_FROM = "the checkpoint to resume from"  # the label stylize gives the checkpoint it writes

@@ -35,8 +35,11 @@ from .controls import prepare_inputs
 from .errors import NSTError
 from .losses import Objective
 from .model import FeatureExtractor
-from .optimize import TERMS, Result, build_objective, drive_lbfgs, initial_image, lbfgs_for
 from .images import resize
+from .objective import build_objective, initial_image
+from .optimize import Result
+from .optimizers import drive_lbfgs, lbfgs_for
+from .tracking import TERMS, BatchTracker
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
 SweepCallback = Callable[[int, np.ndarray, list], "bool | None"]
@@ -113,71 +116,7 @@ class _Batch:
         return sum(o.tracing_count() for o in self.objectives)
 
 
-class _BatchTracker:
-    """Per-image histories and best images, a progress bar and the callback."""
-
-    def __init__(self, n: int, steps: int, callback: SweepCallback | None, progress: bool, desc: str):
-        self.history = [{k: [] for k in TERMS} for _ in range(n)]
-        self.best_loss = np.full(n, np.inf)
-        self.best_image: list[np.ndarray | None] = [None] * n
-        self.callback = callback
-        self.bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, unit="step")
-        self.evals = 0
-        self.stop = False
-        self.message = ""
-
-    @property
-    def count(self) -> int:
-        """Return the number of batched evaluations recorded."""
-        return self.evals
-
-    def record(self, images: np.ndarray, terms: dict[str, np.ndarray]) -> None:
-        """Record one batched evaluation (images are the points the terms describe)."""
-        better = np.asarray(terms["total"]) < self.best_loss
-        if self._append(terms):
-            for i in np.flatnonzero(better):
-                self.best_image[i] = images[i].copy()
-            self._notify(1, lambda: images, terms)
-
-    def record_chunk(self, terms: dict[str, np.ndarray], images: Callable[[], np.ndarray]) -> bool:
-        """Record n batched evaluations (terms (n, B) each) and notify once; return False if one was not finite.
-
-        The best images stay with the optimiser; `images()` fetches the latest evaluated batch only for a callback.
-        """
-        rows = [{k: terms[k][r] for k in TERMS} for r in range(len(terms["total"]))]
-        recorded = 0
-        for row in rows:
-            if not self._append(row):
-                break
-            recorded += 1
-        if recorded:
-            self._notify(recorded, images, rows[recorded - 1])
-        return recorded == len(rows)
-
-    def _append(self, terms: dict[str, np.ndarray]) -> bool:
-        """Append one batched evaluation's per-image terms; return False (stop, message) if one is not finite."""
-        total = np.asarray(terms["total"], np.float64).reshape(-1)
-        if not np.all(np.isfinite(total)):
-            self.stop = True
-            self.message = f"loss became non-finite at step {self.evals + 1}; kept the best images so far"
-            return False
-        self.evals += 1
-        for i in range(len(total)):
-            for k in TERMS:
-                self.history[i][k].append(float(terms[k][i]))
-        self.best_loss = np.minimum(self.best_loss, total)
-        return True
-
-    def _notify(self, n: int, images: Callable[[], np.ndarray], terms: dict[str, np.ndarray]) -> None:
-        """Advance the progress bar by n and call the callback with the latest batch (True from it stops the run)."""
-        self.bar.update(n)
-        if self.callback is not None:
-            per_image = [{k: float(terms[k][i]) for k in TERMS} for i in range(len(terms["total"]))]
-            if self.callback(self.evals, images(), per_image):
-                self.stop, self.message = True, "stopped by callback"
-
-
-def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, memory: int = 20) -> int:
+def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker, memory: int = 20) -> int:
     """Minimise every image with its own projected L-BFGS (as `stylize` does), batched; return compiled calls made."""
     opt = lbfgs_for(batch, batch.value_and_grad, x0.shape, memory)
     opt.start(x0)
@@ -188,7 +127,7 @@ def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker
         tracker.best_image = [best[i] if found[i] else tracker.best_image[i] for i in range(len(best))]
 
 
-def _run_adam(batch: _Batch, x0: np.ndarray, steps: int, tracker: _BatchTracker, learning_rate: float) -> None:
+def _run_adam(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker, learning_rate: float) -> None:
     """Minimise each image with Adam (the tutorial's settings; elementwise, so exactly separable)."""
     image = tf.Variable(x0, dtype=tf.float32)
     opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
@@ -239,7 +178,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     x0 = x0.astype(np.float32)
     t1 = time.perf_counter()
     h, w = content_img.shape[:2]
-    tracker = _BatchTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
+    tracker = BatchTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
     interrupted = False
     try:
         if config.optimizer == "lbfgs":
@@ -249,7 +188,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     except KeyboardInterrupt:
         interrupted, tracker.message = True, "interrupted; kept the best images so far"
     finally:
-        tracker.bar.close()
+        tracker.close()
     t2 = time.perf_counter()
     timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0, "batch": n,
                "devices": len(batch.devices)}

@@ -31,9 +31,11 @@ import numpy as np
 
 from . import data
 from .config import StyleConfig, paper_alpha_over_beta
-from .images import to_uint8
-from .optimize import _Tracker, as_image, build_objective, run_lbfgs
+from .images import as_image, to_uint8
+from .objective import build_objective
+from .optimizers import run_lbfgs
 from .sweep import ratio_settings, sweep
+from .tracking import Tracker
 
 DEFAULT_RATIOS = (0.1, 1.0, 3.0, 10.0, 100.0)  # beta/alpha presets for the normalised VGG19 (3: the default)
 
@@ -133,7 +135,7 @@ class PreviewEngine:
             late = seconds is not None and time.perf_counter() - t0 > seconds
             return late or (cancelled is not None and cancelled())
 
-        tracker = _Tracker(steps, cb, False, "refine")
+        tracker = Tracker(steps, cb, False, "refine")
         run_lbfgs(self.objective, start.astype(np.float32), steps, tracker)
         tracker.close()
         return np.clip(tracker.best_image if tracker.best_image is not None else start, 0.0, 1.0)

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from nst_utils import StyleConfig, colour, gram_matrix, optimize, stylize
+from nst_utils import StyleConfig, colour, gram_matrix, optimize, optimizers, stylize
 from nst_utils.checkpoint import load
 from nst_utils.controls import normalised_blend, prepare_inputs
 from nst_utils.images import resize
-from nst_utils.optimize import build_objective
+from nst_utils.objective import build_objective
 
 FAST = dict(size=64, progress=False)
 
@@ -99,7 +99,7 @@ def test_save_every_and_plot_write_their_files(tmp_path, content_image, style_im
 
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_resume_continues_from_the_saved_loss(monkeypatch, tmp_path, content_image, style_image, optimizer):
-    monkeypatch.setattr(optimize, "CALL_SECONDS", 0.0)  # lbfgs calls back once per compiled call: one evaluation each
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)  # lbfgs calls back once per compiled call: one evaluation each
     def stop_at_5(step, image, terms):
         if step == 5:
             raise KeyboardInterrupt

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nst_utils as nst
-from nst_utils import explore
+from nst_utils import explore, plots
 
 from conftest import synthetic_image
 
@@ -35,7 +35,7 @@ def test_layer_table_shapes_are_computed(weights_path):
     assert by["block5_pool"]["output (H, W, C)"] == (1, 2, 512) and by["block5_pool"]["parameters"] == 0
     table = explore.format_table(rows, ["layer", "output (H, W, C)"])
     assert table.count("\n") == len(rows) + 1 and "| block5_conv2 | (3, 4, 512) |" in table
-    fig = explore.plot_layer_shapes(rows)
+    fig = plots.plot_layer_shapes(rows)
     assert fig.axes[0].get_title() and fig.axes[0].get_xlabel() and fig.axes[0].get_ylabel()
     plt.close(fig)
 
@@ -58,7 +58,7 @@ def test_round_trip_is_exact_and_bgr():
     assert [s["channel"] for s in stats] == ["B", "G", "R"] and stats[0]["min"] < 0
     view = explore.vgg_input_view(x)
     assert view.min() == pytest.approx(0) and view.max() == pytest.approx(1)
-    fig = explore.plot_channel_histograms(img, x)
+    fig = plots.plot_channel_histograms(img, x)
     assert all(ax.get_title() and ax.get_xlabel() for ax in fig.axes)
     plt.close(fig)
 
@@ -69,7 +69,7 @@ def test_feature_maps_pick_the_most_active_channels(weights_path):
     assert maps["block1_conv1"].shape == (3, 32, 48) and maps["block3_conv1"].shape == (3, 8, 12)
     means = maps["block3_conv1"].mean(axis=(1, 2))
     assert list(means) == sorted(means, reverse=True)
-    fig = explore.plot_feature_maps(maps, img)
+    fig = plots.plot_feature_maps(maps, img)
     assert fig._suptitle.get_text() and fig.axes[0].get_ylabel() == "conv1_1"
     plt.close(fig)
 
@@ -89,7 +89,7 @@ def test_reconstruct_content_lowers_the_loss(weights_path):
         assert r.image.shape == (24, 32, 3) and len(r.history) == 8
         assert min(r.history) < 0.5 * r.history[0] and 0 < r.ratio < 1
         assert "% of start" in r.summary()
-    fig = explore.plot_reconstruction_losses(recs, "t")
+    fig = plots.plot_reconstruction_losses(recs, "t")
     assert fig.axes[0].get_ylabel() and fig.axes[0].get_legend() is not None
     plt.close(fig)
 
@@ -125,10 +125,10 @@ def test_loss_table_and_gram_plots(weights_path):
     by = {r["image"]: r for r in rows}
     assert by["same"]["content loss"] == pytest.approx(0, abs=1e-6) and by["same"]["style loss"] == pytest.approx(0, abs=1e-3)
     assert by["mirrored"]["content loss"] > 0 and by["mirrored"]["total variation"] == pytest.approx(by["same"]["total variation"], rel=1e-4)
-    fig = explore.plot_loss_table(rows)
+    fig = plots.plot_loss_table(rows)
     assert len(fig.axes) == 3 and all(ax.get_title() and ax.get_ylabel() for ax in fig.axes)
     plt.close(fig)
     gram = nst.gram_matrix(explore.layer_features(ref, "block1_conv1", weights_path))
-    fig = explore.plot_grams({"a": gram, "b": gram}, "grams", channels=16)
+    fig = plots.plot_grams({"a": gram, "b": gram}, "grams", channels=16)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"] and fig.axes[0].images[0].get_array().shape == (16, 16)
     plt.close(fig)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import nst_utils.optimize as opt
+import nst_utils.optimizers as optimizers
 from nst_utils import stylize
 from nst_utils.checkpoint import load
 from nst_utils.lbfgs import ProjectedLBFGS
@@ -92,10 +93,10 @@ def test_a_run_of_n_evaluations_makes_about_n_over_k_compiled_calls(monkeypatch,
     # the compiled loop makes k evaluations per call (k from the measured rate; a long call target makes k cover the
     # rest of the run), so 60 evaluations are 3 calls: one traces, one measures, one runs the other 58, and nothing
     # but the loss terms comes back per call (on a GPU: no host round trip per evaluation)
-    monkeypatch.setattr(opt, "CALL_SECONDS", 600.0)
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 600.0)
     calls = []
     real = opt.drive_lbfgs
-    monkeypatch.setattr(opt, "drive_lbfgs", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    monkeypatch.setattr(optimizers, "drive_lbfgs", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
     r = stylize(content_image, style_image, size=32, steps=60, progress=False)
     assert r.steps == 60 and calls == [3]
     assert opt.next_call_evals(5, 0.05, calls=3, seconds_per_call=1.0) == 100  # k = 1 s / seconds per evaluation
@@ -103,7 +104,7 @@ def test_a_run_of_n_evaluations_makes_about_n_over_k_compiled_calls(monkeypatch,
 
 
 def test_resume_of_an_interrupted_run_equals_the_uninterrupted_run(monkeypatch, tmp_path, content_image, style_image):
-    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)  # one evaluation per call: the interrupt lands at step 5 exactly
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)  # one evaluation per call: the interrupt lands at step 5 exactly
 
     def stop_at_5(step, image, terms):
         if step == 5:
@@ -127,7 +128,7 @@ def test_tol_stops_a_converged_run(content_image, style_image):
 
 
 def test_save_every_sees_its_steps_with_long_calls(monkeypatch, tmp_path, content_image, style_image):
-    monkeypatch.setattr(opt, "CALL_SECONDS", 600.0)  # calls would otherwise run to the end in one go
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 600.0)  # calls would otherwise run to the end in one go
     out = tmp_path / "o.png"
     r = stylize(content_image, style_image, size=32, steps=7, output=out, save_every=3, progress=False)
     assert r.steps == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o_0003.png", "o_0006.png"]

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from nst_utils import Objective, content_loss, gram_matrix, style_loss, total_variation
-from nst_utils.optimize import build_objective
+from nst_utils.objective import build_objective
 from nst_utils.config import StyleConfig
 
 

@@ -10,7 +10,8 @@ from nst_utils.cli import build_parser, weight_settings
 from nst_utils.config import GRID_RATIOS, NORMALIZED, StyleConfig, network_defaults, paper_alpha_over_beta
 from nst_utils.explore import grid_distances, gram_magnitudes
 from nst_utils.images import load_image, preprocess
-from nst_utils.optimize import as_image, get_extractor
+from nst_utils.images import as_image
+from nst_utils.model import get_extractor
 from nst_utils.sweep import cumulative_layer_weights, grid_settings, sweep
 
 

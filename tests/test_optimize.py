@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import nst_utils.optimize as opt
+import nst_utils.optimizers as optimizers
 from nst_utils import StyleConfig, stylize
-from nst_utils.optimize import initial_image
+from nst_utils.objective import initial_image
 
 
 @pytest.mark.parametrize("optimizer,steps", [("lbfgs", 15), ("adam", 15)])
@@ -40,7 +41,7 @@ def test_inits(content_image, style_image):
 @pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgs-scipy"])
 def test_callback_sees_every_step_and_can_stop(monkeypatch, content_image, style_image, optimizer):
     # ours calls back once per compiled call of k evaluations (about once a second); k = 1 here
-    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)
     seen = []
 
     def cb(step, image, terms):
@@ -64,7 +65,7 @@ def test_interrupt_keeps_best_image(content_image, style_image):
 @pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgs-scipy", "adam"])
 def test_nan_loss_stops_and_keeps_last_good_image(monkeypatch, content_image, style_image, optimizer):
     # the callback poisons the objective's weight (a variable, so it reaches the compiled loop too) after step 3
-    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)
     built = []
     real = opt.build_objective
     monkeypatch.setattr(opt, "build_objective", lambda *a, **k: built.append(real(*a, **k)) or built[-1])

@@ -25,8 +25,8 @@ import tensorflow as tf
 from PIL import Image
 
 import nst_utils.optimize as opt
-from nst_utils import NSTError, StyleConfig, cli, images, load_image, memory, stylize, weights
-from nst_utils.optimize import as_image
+from nst_utils import NSTError, StyleConfig, cli, host, images, load_image, memory, stylize, weights
+from nst_utils.images import as_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, STEPS = "32", "2"
@@ -212,7 +212,7 @@ def test_huge_images_refused_before_decoding(tmp_path, monkeypatch):
         load_image(tmp_path / "big.png", max_size=64)  # PNG has no cheap reduced decode: refused
     assert load_image(tmp_path / "big.jpg", max_size=64).shape == (48, 64, 3)  # JPEG draft is 250x188: fine
     monkeypatch.setattr(images, "MAX_PIXELS", 120_000_000)
-    monkeypatch.setattr(memory, "available_bytes", lambda: 20 * memory.MIB)
+    monkeypatch.setattr(host, "available_bytes", lambda: 20 * memory.MIB)
     with pytest.raises(NSTError, match="to decode but only"):
         load_image(tmp_path / "big.png", max_size=64)  # would not fit in (pretend) free memory
 
@@ -427,8 +427,8 @@ def test_memory_estimate_grows_with_size_and_counts_layers():
 
 
 def test_memory_check_refuses_with_largest_size_that_fits(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 300 * memory.MIB)
-    monkeypatch.setattr(memory, "_resident_bytes", lambda: memory.BASE_BYTES)
+    monkeypatch.setattr(host, "available_bytes", lambda: 300 * memory.MIB)
+    monkeypatch.setattr(host, "resident_bytes", lambda: memory.BASE_BYTES)
     config = StyleConfig(size=4000)
     with pytest.raises(NSTError, match=r"use --size \d+ or less") as e:
         memory.check(3000, 4000, config)

@@ -109,7 +109,7 @@ def test_auto_precision_resolves_once_to_a_real_dtype():
 def test_bfloat16_extractor_keeps_the_first_convolution_in_float32(weights_path, content_image):
     import tensorflow as tf
 
-    from nst_utils.optimize import get_extractor
+    from nst_utils.model import get_extractor
 
     layers = ("block1_conv1", "block3_conv1", "block5_conv2")
     f32 = get_extractor(layers, "max", weights_path, "float32")
@@ -127,7 +127,7 @@ def test_bfloat16_extractor_keeps_the_first_convolution_in_float32(weights_path,
 def test_bfloat16_run_lowers_the_float32_objective(content_image, style_image):
     import tensorflow as tf
 
-    from nst_utils.optimize import build_objective
+    from nst_utils.objective import build_objective
 
     r = stylize(content_image, style_image, size=64, steps=15, precision="bfloat16", progress=False)
     check = build_objective(StyleConfig(size=64, precision="float32"), content_image, [style_image])

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import nst_utils.optimize as opt
+import nst_utils.optimizers as optimizers
 import nst_utils.sweep as sw
 from nst_utils import STYLE_LAYERS, NSTError, Objective, stylize
 from nst_utils.sweep import cumulative_layer_weights, grid_settings, ratio_settings, sweep
@@ -79,7 +80,7 @@ def test_batched_lbfgs_matches_stylize(content_image, style_image):
 def test_lbfgs_sweep_stops_on_callback_interrupt_and_nonfinite_loss(monkeypatch, content_image, style_image):
     # a callback's stop, a Ctrl-C raised mid-run and a non-finite loss end the batched run; every image keeps one
     # record per batched evaluation made so far (one compiled call per evaluation here, so callbacks see each step)
-    monkeypatch.setattr(opt, "CALL_SECONDS", 0.0)
+    monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)
     kw = dict(size=32, steps=10, optimizer="lbfgs", progress=False)
     settings = ratio_settings(RATIOS)
     seen = []

@@ -1,0 +1,153 @@
+"""The optimisers: the projected L-BFGS in TensorFlow (driven in compiled chunks), scipy's L-BFGS-B, and Adam."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.optimize
+import tensorflow as tf
+from threadpoolctl import threadpool_limits
+
+from .lbfgs import FIRST_STEP, ProjectedLBFGS
+from .losses import Objective
+from .tracking import TERMS, Stop, Tracker
+
+CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: the progress bar and callbacks update about once a second
+MAX_CALL_EVALS = 1000  # and makes at most this many evaluations
+
+
+def first_step_scale(gradient: np.ndarray, first_step: float = FIRST_STEP) -> float:
+    """Return the divisor of the objective that makes L-BFGS-B's first (unit, raw-gradient) step move <= first_step."""
+    return max(float(np.abs(gradient).max()) / first_step, 1e-30) if first_step > 0 else 1.0
+
+
+def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, maxcor: int = 20,
+                    first_step: float = FIRST_STEP) -> None:
+    """Minimise with scipy's L-BFGS-B under [0, 1] pixel bounds for at most `steps` loss evaluations.
+
+    With bounds on every pixel, L-BFGS-B's first trial step is the raw gradient, which for this loss pushes most
+    pixels to 0 or 1 and wastes the run's first evaluations undoing it. The objective handed to scipy is divided
+    by a constant chosen from the first gradient so that this first step moves no pixel by more than `first_step`;
+    L-BFGS is otherwise invariant to that scale (its Hessian estimate rescales after one step).
+    """
+    shape = (1,) + x0.shape
+    scale: list[float] = []
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if tracker.stop:
+            raise Stop
+        img = tf.constant(x.reshape(shape), tf.float32)
+        terms, grad = objective.value_and_grad(img)
+        if not tracker.record(x.reshape(x0.shape).astype(np.float32), terms) or tracker.stop:
+            raise Stop
+        if len(tracker.history["total"]) >= steps:
+            tracker.stop = True  # scipy may evaluate once more inside a line search; we stop here instead
+        g = grad.numpy().astype(np.float64).ravel()
+        if not scale:
+            scale.append(first_step_scale(g, first_step))
+        return float(tf.reduce_sum(terms["total"])) / scale[0], g / scale[0]
+
+
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):  # spinning BLAS threads take TF's cores
+            while not tracker.stop:
+                left = steps - len(tracker.history["total"])
+                start = tracker.best_image if tracker.best_image is not None else x0
+                scipy.optimize.minimize(fun, start.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
+                                        bounds=scipy.optimize.Bounds(0.0, 1.0),
+                                        options={"maxiter": left, "maxfun": left, "maxcor": maxcor, "ftol": 0.0, "gtol": 0.0})
+                if len(tracker.history["total"]) >= steps or not left:
+                    break
+    except Stop:
+        pass
+
+
+def lbfgs_for(owner, value_and_grad, shape: tuple[int, ...], memory: int = 20) -> ProjectedLBFGS:
+    """Return the ProjectedLBFGS kept on `owner` (an Objective or a batch) for this shape: one trace per shape and batch."""
+    kept = vars(owner).setdefault("_lbfgs", {})
+    if (shape, memory) not in kept:
+        kept[(shape, memory)] = ProjectedLBFGS(value_and_grad, shape, TERMS, memory)
+    return kept[(shape, memory)]
+
+
+def next_call_evals(n: int, seconds: float, calls: int, seconds_per_call: float | None = None) -> int:
+    """Return how many evaluations the next compiled call should make: about `seconds_per_call` worth, at least 1.
+
+    `n` evaluations took `seconds` in the latest of `calls` calls. The first call traces and the second measures, so
+    both make one evaluation; then k follows the latest call's rate.
+    """
+    target = CALL_SECONDS if seconds_per_call is None else seconds_per_call
+    if calls < 2 or target <= 0:
+        return 1
+    return int(min(MAX_CALL_EVALS, max(1, round(target * n / max(seconds, 1e-9)))))
+
+
+def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: float | None = None,
+                align: int | None = None) -> int:
+    """Run `opt` until `tracker` holds `steps` evaluations or stops; return the number of compiled calls made.
+
+    Each call runs k evaluations in the graph and hands back only their loss terms; images cross to the host only
+    when the tracker's callback asks for the latest one. With `align`, calls also end at each multiple of it (so
+    `save_every` sees its steps).
+    """
+    k, calls = 1, 0
+    while not tracker.stop and tracker.count < steps:
+        start = time.perf_counter()
+        todo = min(k, steps - tracker.count, align - tracker.count % align if align else k)
+        terms, n = opt.iterate(tf.constant(todo, tf.int32))
+        values = {name: v.numpy() for name, v in terms.items()}
+        calls += 1
+        k = next_call_evals(int(n), time.perf_counter() - start, calls, seconds_per_call)
+        tracker.record_chunk(values, opt.last)
+    return calls
+
+
+def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, memory: int = 20,
+              state: Sequence[np.ndarray] | None = None, seconds_per_call: float | None = None,
+              align: int | None = None) -> int:
+    """Minimise with the projected L-BFGS in TensorFlow (lbfgs.py) under [0, 1] pixel bounds; return compiled calls.
+
+    `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's L-BFGS
+    state (memory, line search, best image), so a resumed run continues the same run. The best image stays on the
+    device until the run ends (or is interrupted), then lands in `tracker.best_image`.
+    """
+    opt = lbfgs_for(objective, objective.value_and_grad, (1,) + x0.shape, memory)
+    if not (state and opt.restore(state)):
+        opt.start(x0[None])
+    tracker.state = lambda: (opt.best()[0], opt.state())
+    try:
+        return drive_lbfgs(opt, steps, tracker, seconds_per_call, align)
+    finally:
+        if np.isfinite(opt.best_f.numpy()[0]):
+            tracker.best_image = opt.best()[0]
+
+
+def run_adam(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, learning_rate: float = 0.02,
+             state: Sequence[np.ndarray] | None = None) -> None:
+    """Minimise with Adam (the TensorFlow tutorial's settings), clipping pixels to [0, 1] after each step.
+
+    `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's moments.
+    """
+    image = tf.Variable(x0[None], dtype=tf.float32)
+    opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
+    opt.build([image])
+    kept = [v for v in opt.variables if "learning_rate" not in v.name]  # iteration, moments, velocities
+    for var, value in zip(kept, state or []):
+        var.assign(value)
+    tracker.state = lambda: (image.numpy()[0], [v.numpy() for v in kept])
+
+    @tf.function
+    def step() -> dict[str, tf.Tensor]:
+        terms, grad = objective.value_and_grad(tf.convert_to_tensor(image))
+        opt.apply_gradients([(grad, image)])
+        image.assign(tf.clip_by_value(image, 0.0, 1.0))
+        return terms
+
+    current = x0
+    for _ in range(steps - len(tracker.history["total"])):
+        terms = step()  # terms describe `current`, the image before this update
+        if not tracker.record(current, terms) or tracker.stop:
+            break
+        current = image.numpy()[0]
