@@ -23,7 +23,6 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

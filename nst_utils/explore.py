@@ -16,7 +16,8 @@ import tensorflow as tf
 from . import weights as weights_mod
 from .images import deprocess, preprocess, resize
 from .losses import content_loss, gram_matrix, style_loss, total_variation
-from .model import LAYERS, get_extractor
+from .model import get_extractor
+from .vgg import LAYERS
 from .optimize import stylize
 from .vgg import short_name
 

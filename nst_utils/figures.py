@@ -10,8 +10,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from . import data, plots
 from .config import GRID_RATIOS, STYLE_LAYERS, StyleConfig, paper_alpha_over_beta
 from .explore import matched_style_weights, short_name

@@ -32,6 +32,13 @@ CURVATURE_EPS = 1e-10  # a pair is stored only if s.y exceeds this (on the scale
 MAX_BACKTRACKS = 20  # halvings of one step before the memory is cleared and steepest descent restarts
 
 
+def objective_scale(gradient, first_step: float = FIRST_STEP) -> tf.Tensor:
+    """Return each image's objective divisor (max |gradient| / first_step, rows of a (B, n) gradient): a unit step moves <= first_step."""
+    if first_step <= 0:
+        return tf.ones(tf.shape(gradient)[:1], tf.float32)
+    return tf.maximum(tf.cast(tf.reduce_max(tf.abs(gradient), axis=1), tf.float32) / first_step, 1e-30)
+
+
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """Return the per-image dot products of two (batch, n) tensors, shape (batch,)."""
     return tf.einsum("bn,bn->b", a, b)
@@ -148,11 +155,7 @@ class ProjectedLBFGS:
         self.evaluated.assign(xt)
 
         fresh = self.fresh
-        if self.first_step > 0:
-            first = tf.maximum(tf.reduce_max(tf.abs(raw_g), axis=1) / self.first_step, 1e-30)
-        else:
-            first = tf.ones_like(raw_f)
-        scale = tf.where(fresh, first, self.scale)
+        scale = tf.where(fresh, objective_scale(raw_g, self.first_step), self.scale)
         self.scale.assign(scale)
         ft, gt = raw_f / scale, raw_g / scale[:, None]
         x, f, g = tf.identity(self.x), tf.identity(self.f), tf.identity(self.g)

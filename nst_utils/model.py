@@ -17,10 +17,7 @@ from . import weights as weights_mod
 from .errors import NSTError
 from .images import atomic_write, load_image, preprocess
 from .timing import best_seconds
-from .vgg import (  # noqa: F401 - the layer table, re-exported for `from nst_utils.model import LAYERS`
-    BLOCKS, CHANNELS, CONV_LAYERS, FLOAT32_LAYERS, LAYERS, POOLINGS, PRECISIONS, check_layers, check_pooling,
-    check_precision, depth,
-)
+from .vgg import CHANNELS, CONV_LAYERS, FLOAT32_LAYERS, LAYERS, check_layers, check_pooling, check_precision, depth
 
 # Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
 REFERENCE_IMAGES = ("japanese_garden.jpg", "picasso_selfportrait.jpg", "tubingen.jpg", "starry_night.jpg",

@@ -1,14 +1,13 @@
 """The run: `stylize` plans a run (inputs, objective, start), runs one optimiser over it, and finishes a Result.
 
 The pieces live one layer down: the objective in objective.py, the optimisers in optimizers.py, the tracker in
-tracking.py. Their names are re-exported here for `from nst_utils.optimize import ...` in notebooks and tests.
+tracking.py.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -20,18 +19,14 @@ from .colour import gray
 from .config import StyleConfig
 from .controls import Inputs, prepare_inputs
 from .errors import NSTError
-from .images import WriteError, as_image, resize, save_image  # noqa: F401 - as_image re-exported
+from .images import WriteError, resize, save_image
 from .losses import Objective
 from .masks import build_guided_objective
 from .memory import check_source
-from .model import get_extractor  # noqa: F401 - re-exported
 from .multiscale import coarse_to_fine
 from .objective import build_objective, initial_image
-from .optimizers import (  # noqa: F401 - re-exported
-    CALL_SECONDS, MAX_CALL_EVALS, drive_lbfgs, first_step_scale, lbfgs_for, next_call_evals, run_adam, run_lbfgs,
-    run_scipy_lbfgs,
-)
-from .tracking import TERMS, TOL_WINDOW, Callback, Stop, Tracker, converged  # noqa: F401 - re-exported
+from .optimizers import run_adam, run_lbfgs, run_scipy_lbfgs
+from .tracking import Callback, Tracker
 
 
 @dataclass
@@ -141,7 +136,7 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
             elif config.optimizer == "lbfgs-scipy":
                 run_scipy_lbfgs(p.objective, p.x0, config.steps, tracker)
             else:
-                run_adam(p.objective, p.x0, config.steps, tracker, config.learning_rate, state=state)
+                run_adam(p.objective.value_and_grad, p.x0[None], config.steps, tracker, config.learning_rate, state=state)
     except (KeyboardInterrupt, WriteError) as exc:  # Ctrl-C, or a --save-every image could not be written: keep the work
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracker.message = "interrupted; kept the best image so far"

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
-from .lbfgs import FIRST_STEP, ProjectedLBFGS
+from .lbfgs import FIRST_STEP, ProjectedLBFGS, objective_scale
 from .losses import Objective
 from .tracking import TERMS, Stop, Tracker
 
 CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: the progress bar and callbacks update about once a second
 MAX_CALL_EVALS = 1000  # and makes at most this many evaluations
-
-
-def first_step_scale(gradient: np.ndarray, first_step: float = FIRST_STEP) -> float:
-    """Return the divisor of the objective that makes L-BFGS-B's first (unit, raw-gradient) step move <= first_step."""
-    return max(float(np.abs(gradient).max()) / first_step, 1e-30) if first_step > 0 else 1.0
 
 
 def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, maxcor: int = 20,
@@ -46,7 +41,7 @@ def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: T
             tracker.stop = True  # scipy may evaluate once more inside a line search; we stop here instead
         g = grad.numpy().astype(np.float64).ravel()
         if not scale:
-            scale.append(first_step_scale(g, first_step))
+            scale.append(float(objective_scale(g[None], first_step)[0]))
         return float(tf.reduce_sum(terms["total"])) / scale[0], g / scale[0]
 
 
@@ -124,13 +119,14 @@ def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker
             tracker.best_image = opt.best()[0]
 
 
-def run_adam(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, learning_rate: float = 0.02,
+def run_adam(value_and_grad: Callable, x0: np.ndarray, steps: int, tracker: Tracker, learning_rate: float = 0.02,
              state: Sequence[np.ndarray] | None = None) -> None:
-    """Minimise with Adam (the TensorFlow tutorial's settings), clipping pixels to [0, 1] after each step.
+    """Minimise a batch x0 (B, H, W, 3) with Adam (the tutorial's settings), clipping pixels to [0, 1] after each step.
 
-    `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's moments.
+    Adam is elementwise, so each image runs as it would alone. `steps` counts the tracker's history too (a resumed
+    run does the rest); `state` restores a checkpoint's moments.
     """
-    image = tf.Variable(x0[None], dtype=tf.float32)
+    image = tf.Variable(x0, dtype=tf.float32)
     opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
     opt.build([image])
     kept = [v for v in opt.variables if "learning_rate" not in v.name]  # iteration, moments, velocities
@@ -140,14 +136,15 @@ def run_adam(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker,
 
     @tf.function
     def step() -> dict[str, tf.Tensor]:
-        terms, grad = objective.value_and_grad(tf.convert_to_tensor(image))
+        terms, grad = value_and_grad(tf.convert_to_tensor(image))
         opt.apply_gradients([(grad, image)])
         image.assign(tf.clip_by_value(image, 0.0, 1.0))
         return terms
 
     current = x0
-    for _ in range(steps - len(tracker.history["total"])):
-        terms = step()  # terms describe `current`, the image before this update
-        if not tracker.record(current, terms) or tracker.stop:
+    for _ in range(steps - tracker.count):
+        terms = step()  # terms describe `current`, the images before this update
+        tracker.record_batch(current, {k: np.asarray(v, np.float64).reshape(-1) for k, v in terms.items()})
+        if tracker.stop:
             break
-        current = image.numpy()[0]
+        current = image.numpy()

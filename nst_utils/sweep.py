@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from .config import StyleConfig
 from .controls import prepare_inputs
@@ -38,7 +37,7 @@ from .model import FeatureExtractor
 from .images import resize
 from .objective import build_objective, initial_image
 from .optimize import Result
-from .optimizers import drive_lbfgs, lbfgs_for
+from .optimizers import drive_lbfgs, lbfgs_for, run_adam
 from .tracking import TERMS, BatchTracker
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
@@ -127,20 +126,6 @@ def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker,
         tracker.best_image = [best[i] if found[i] else tracker.best_image[i] for i in range(len(best))]
 
 
-def _run_adam(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker, learning_rate: float) -> None:
-    """Minimise each image with Adam (the tutorial's settings; elementwise, so exactly separable)."""
-    image = tf.Variable(x0, dtype=tf.float32)
-    opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
-    for _ in range(steps):
-        current = image.numpy()
-        terms, grad = batch(current)
-        tracker.record(current, terms)
-        if tracker.stop:
-            break
-        opt.apply_gradients([(tf.constant(grad, tf.float32), image)])
-        image.assign(tf.clip_by_value(image, 0.0, 1.0))
-
-
 def sweep(content=None, style=None, config: StyleConfig | None = None, settings: Sequence[dict] = (), *,
           callback: SweepCallback | None = None, progress: bool = True,
           weights: str | os.PathLike | None = None, init_images: np.ndarray | Sequence[np.ndarray] | None = None,
@@ -184,7 +169,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
         if config.optimizer == "lbfgs":
             _run_lbfgs(batch, x0, config.steps, tracker)
         else:
-            _run_adam(batch, x0, config.steps, tracker, config.learning_rate)
+            run_adam(batch.value_and_grad, x0, config.steps, tracker, config.learning_rate)
     except KeyboardInterrupt:
         interrupted, tracker.message = True, "interrupted; kept the best images so far"
     finally:

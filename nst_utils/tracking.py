@@ -44,6 +44,10 @@ class Tracker:
         self._notify(1, lambda: image, vals)
         return True
 
+    def record_batch(self, images: np.ndarray, terms: dict[str, np.ndarray]) -> None:
+        """Record one evaluation of a batch of one image ((1, H, W, 3) and its (1,) terms)."""
+        self.record(images[0], terms)
+
     def record_chunk(self, terms: dict[str, np.ndarray], image: Callable[[], np.ndarray]) -> bool:
         """Record n evaluations (terms: one (n,) or (n, 1) array each) and notify once; return False if one is not finite.
 
@@ -141,6 +145,10 @@ class BatchTracker(Tracker):
             for i in np.flatnonzero(better):
                 self.best_image[i] = images[i].copy()
             self._notify(1, lambda: images, terms)
+
+    def record_batch(self, images: np.ndarray, terms: dict[str, np.ndarray]) -> None:
+        """Record one batched evaluation (as `record`)."""
+        self.record(images, terms)
 
     def _row(self, terms: dict[str, np.ndarray], i: int) -> dict:
         """Return evaluation `i` of a chunk's (n, B) terms: {term: (B,) per-image values}."""

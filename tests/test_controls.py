@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from nst_utils import StyleConfig, colour, gram_matrix, optimize, optimizers, stylize
+from nst_utils import StyleConfig, colour, gram_matrix, optimizers, stylize
 from nst_utils.checkpoint import load
 from nst_utils.controls import normalised_blend, prepare_inputs
 from nst_utils.images import resize

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import nst_utils.optimize as opt
 import nst_utils.optimizers as optimizers
-from nst_utils import stylize
+from nst_utils import StyleConfig, stylize
 from nst_utils.checkpoint import load
 from nst_utils.lbfgs import ProjectedLBFGS
+from nst_utils.tracking import converged
 
 N = 40  # variables per "image" of the quadratic tests
 
@@ -95,12 +95,12 @@ def test_a_run_of_n_evaluations_makes_about_n_over_k_compiled_calls(monkeypatch,
     # but the loss terms comes back per call (on a GPU: no host round trip per evaluation)
     monkeypatch.setattr(optimizers, "CALL_SECONDS", 600.0)
     calls = []
-    real = opt.drive_lbfgs
+    real = optimizers.drive_lbfgs
     monkeypatch.setattr(optimizers, "drive_lbfgs", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
     r = stylize(content_image, style_image, size=32, steps=60, progress=False)
     assert r.steps == 60 and calls == [3]
-    assert opt.next_call_evals(5, 0.05, calls=3, seconds_per_call=1.0) == 100  # k = 1 s / seconds per evaluation
-    assert opt.next_call_evals(5, 0.05, calls=1, seconds_per_call=1.0) == 1  # the first calls trace and measure
+    assert optimizers.next_call_evals(5, 0.05, calls=3, seconds_per_call=1.0) == 100  # k = 1 s / seconds per evaluation
+    assert optimizers.next_call_evals(5, 0.05, calls=1, seconds_per_call=1.0) == 1  # the first calls trace and measure
 
 
 def test_resume_of_an_interrupted_run_equals_the_uninterrupted_run(monkeypatch, tmp_path, content_image, style_image):
@@ -122,9 +122,9 @@ def test_resume_of_an_interrupted_run_equals_the_uninterrupted_run(monkeypatch, 
 def test_tol_stops_a_converged_run(content_image, style_image):
     r = stylize(content_image, style_image, size=32, steps=400, tol=0.05, progress=False)
     assert 20 < r.steps < 400 and r.message.startswith("converged")
-    assert opt.converged([10.0] * 21 + [9.99], 0.01) and not opt.converged([10.0] * 21 + [8.0], 0.01)
+    assert converged([10.0] * 21 + [9.99], 0.01) and not converged([10.0] * 21 + [8.0], 0.01)
     with pytest.raises(Exception, match="tol"):
-        opt.StyleConfig(tol=-1.0)
+        StyleConfig(tol=-1.0)
 
 
 def test_save_every_sees_its_steps_with_long_calls(monkeypatch, tmp_path, content_image, style_image):

@@ -9,10 +9,10 @@ from nst_utils import data, model
 from nst_utils.cli import build_parser, weight_settings
 from nst_utils.config import GRID_RATIOS, NORMALIZED, StyleConfig, network_defaults, paper_alpha_over_beta
 from nst_utils.explore import grid_distances, gram_magnitudes
-from nst_utils.images import load_image, preprocess
-from nst_utils.images import as_image
+from nst_utils.images import as_image, load_image, preprocess
 from nst_utils.model import get_extractor
 from nst_utils.sweep import cumulative_layer_weights, grid_settings, sweep
+from nst_utils.vgg import CONV_LAYERS
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,15 @@ def reference_images():
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 def test_factors_give_mean_channel_activation_one_on_the_reference_images(reference_images, pooling):
-    ext = model.FeatureExtractor(model.CONV_LAYERS, pooling=pooling, normalize=True)
+    ext = model.FeatureExtractor(CONV_LAYERS, pooling=pooling, normalize=True)
     means = {n: np.mean([ext(img[None])[n].numpy().mean(axis=(0, 1, 2)) for img in reference_images], axis=0)
-             for n in model.CONV_LAYERS}
+             for n in CONV_LAYERS}
     raw = model.channel_means(pooling)
-    for n in model.CONV_LAYERS:
+    for n in CONV_LAYERS:
         live = raw[n] > 0
         assert live.mean() > 0.9, n  # almost every channel fires somewhere
         np.testing.assert_allclose(means[n][live], 1.0, rtol=1e-3, err_msg=n)
-    assert max(raw[n].mean() for n in model.CONV_LAYERS) / min(raw[n].mean() for n in model.CONV_LAYERS) > 100
+    assert max(raw[n].mean() for n in CONV_LAYERS) / min(raw[n].mean() for n in CONV_LAYERS) > 100
 
 
 def test_factors_are_cached_on_disk(tmp_path, monkeypatch):
@@ -45,7 +45,7 @@ def test_factors_are_cached_on_disk(tmp_path, monkeypatch):
         model.channel_means.cache_clear()
         again = model.channel_means("max")  # read back, not recomputed
         assert files[0].stat().st_mtime_ns == stamp
-        for n in model.CONV_LAYERS:
+        for n in CONV_LAYERS:
             np.testing.assert_array_equal(first[n], again[n])
     finally:
         model.channel_means.cache_clear()

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import nst_utils.optimize as opt
 import nst_utils.optimizers as optimizers
 import nst_utils.sweep as sw
 from nst_utils import STYLE_LAYERS, NSTError, Objective, stylize
