@@ -47,7 +47,7 @@ def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 class ProjectedLBFGS:
     """Minimises a separable batched objective over images in [lower, upper]; state in variables, loop in a graph."""
 
-    STATE = ("x", "f", "g", "d", "t", "trial", "evaluated", "s_hist", "y_hist", "head", "count",
+    STATE = ("x", "f", "g", "d", "t", "trial", "evaluated", "s_hist", "y_hist", "sy", "yy", "head", "count",
              "backtracks", "scale", "fresh", "best_x", "best_f")
 
     def __init__(self, value_and_grad: ValueAndGrad, shape: Sequence[int], terms: Sequence[str] = ("total",),
@@ -62,6 +62,7 @@ class ProjectedLBFGS:
         self.x, self.g, self.d, self.trial, self.evaluated, self.best_x = (var((b, n)) for _ in range(6))
         self.f, self.t, self.scale, self.best_f = (var((b,)) for _ in range(4))
         self.s_hist, self.y_hist = var((b, m, n)), var((b, m, n))
+        self.sy, self.yy = var((b, m, m)), var((b, m, m))  # s_i.y_j and y_i.y_j by slot, updated as pairs arrive
         self.head, self.count, self.backtracks = (var((b,), tf.int32) for _ in range(3))
         self.fresh = var((b,), tf.bool)
         self.iterate = tf.function(self._iterate, input_signature=[tf.TensorSpec([], tf.int32)])
@@ -72,7 +73,7 @@ class ProjectedLBFGS:
                         self.x.shape)
         for v in (self.x, self.trial, self.evaluated, self.best_x):
             v.assign(x0)
-        for v in (self.g, self.d, self.f, self.t, self.scale, self.head, self.count, self.backtracks):
+        for v in (self.g, self.d, self.f, self.t, self.scale, self.head, self.count, self.backtracks, self.sy, self.yy):
             v.assign(tf.zeros_like(v))
         self.best_f.assign(tf.fill(self.best_f.shape, math.inf))
         self.fresh.assign(tf.ones_like(self.fresh))
@@ -107,9 +108,9 @@ class ProjectedLBFGS:
 
         H is the two-loop recursion's inverse-Hessian estimate, applied in its compact form (Byrd, Nocedal and
         Schnabel 1994): H q = gamma q + S v - gamma Y u, u = R^-1 S'q, v = R^-T ((D + gamma Y'Y) u - gamma Y'q), with R
-        the upper triangle of S'Y in age order and D its diagonal. That is a few batched matrix products over the
-        memory instead of 4m small vector operations, the same maths. Unused slots get a unit row in R and zeros
-        elsewhere, so they contribute nothing.
+        the upper triangle of S'Y in age order and D its diagonal. S'Y and Y'Y are kept up to date as pairs arrive
+        (`_remember`), so a direction reads the memory four times (S'q, Y'q, S v, Y u), the same maths as 4m small
+        vector operations. Unused slots get a unit row in R and zeros elsewhere, so they contribute nothing.
         """
         m = self.memory
         free = self._free(x, g)
@@ -121,8 +122,8 @@ class ProjectedLBFGS:
         def in_age_order(a: tf.Tensor) -> tf.Tensor:  # (b, m, m) slot-indexed -> age-indexed
             return tf.gather(tf.gather(a, order, axis=1, batch_dims=1), order, axis=2, batch_dims=1)
 
-        sy = in_age_order(tf.einsum("bin,bjn->bij", self.s_hist, self.y_hist)) * both
-        yy = in_age_order(tf.einsum("bin,bjn->bij", self.y_hist, self.y_hist)) * both
+        sy = in_age_order(self.sy) * both
+        yy = in_age_order(self.yy) * both
         zero = tf.zeros_like(count[:, None], tf.float32)
         sq = tf.where(used, tf.gather(tf.einsum("bmn,bn->bm", self.s_hist, q), order, batch_dims=1), zero)
         yq = tf.where(used, tf.gather(tf.einsum("bmn,bn->bm", self.y_hist, q), order, batch_dims=1), zero)
@@ -140,6 +141,22 @@ class ProjectedLBFGS:
         v_slot = tf.gather(v[..., 0], back, batch_dims=1)
         hq = gamma[:, None] * (q - tf.einsum("bmn,bm->bn", self.y_hist, u_slot)) + tf.einsum("bmn,bm->bn", self.s_hist, v_slot)
         return -tf.where(free, hq, 0.0)
+
+    def _remember(self, s: tf.Tensor, y: tf.Tensor, store: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
+        """Write (s, y) into slot `head` of the images that store a pair; update their S'Y and Y'Y row and column; return True."""
+        b, m = self.shape[0], self.memory
+        at = tf.stack([tf.range(b), head], axis=1)
+        for hist, new in ((self.s_hist, s), (self.y_hist, y)):
+            hist.scatter_nd_update(at, tf.where(store[:, None], new, tf.gather_nd(hist, at)))
+        y_dots = tf.einsum("bmn,bkn->bkm", self.y_hist, tf.stack([s, y], axis=1))  # (b, 2, m): s.y_j and y.y_j
+        s_dots = tf.einsum("bmn,bn->bm", self.s_hist, y)  # s_i.y
+        row = tf.one_hot(head, m, on_value=True, off_value=False)  # (b, m): the slot written
+        keep = ~store[:, None, None]
+        for mat, rows, cols in ((self.sy, y_dots[:, 0], s_dots), (self.yy, y_dots[:, 1], y_dots[:, 1])):
+            new = tf.where(row[:, :, None], rows[:, None, :], mat)  # row `head`: the new s (or y) against every y
+            new = tf.where(row[:, None, :], cols[:, :, None], new)  # column `head`: every s (or y) against the new y
+            mat.assign(tf.where(keep, mat, new))
+        return tf.constant(True)
 
     def _step(self) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Evaluate every image's trial point and advance its line search; return (its terms, all finite?)."""
@@ -165,9 +182,7 @@ class ProjectedLBFGS:
         sy = _dot(s, y)
         store = accept & ~fresh & (sy > CURVATURE_EPS)
         head, count = tf.identity(self.head), tf.identity(self.count)
-        at = tf.stack([tf.range(b), head], axis=1)
-        for hist, new in ((self.s_hist, s), (self.y_hist, y)):
-            hist.scatter_nd_update(at, tf.where(store[:, None], new, tf.gather_nd(hist, at)))
+        tf.cond(tf.reduce_any(store), lambda: self._remember(s, y, store, head), lambda: tf.constant(False))
         head = tf.where(store, (head + 1) % m, head)
         count = tf.where(store, tf.minimum(count + 1, m), count)
 

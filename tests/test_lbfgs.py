@@ -57,6 +57,21 @@ def test_quadratics_inside_and_outside_the_box_reach_the_known_minimum_within_bo
     assert np.sum((x[1] == 0.0) | (x[1] == 1.0)) >= 15  # the active bounds are met exactly, not approached
 
 
+def test_kept_products_of_the_memory_equal_the_products_of_its_pairs():
+    rng = np.random.default_rng(2)
+    fg, _, _ = quadratic(rng.uniform(-0.3, 1.3, (2, N)))
+    lbfgs = ProjectedLBFGS(fg, (2, N), memory=3)  # a short memory: slots are overwritten many times
+    lbfgs.start(np.full((2, N), 0.5, np.float32))
+    for _ in range(8):
+        lbfgs.iterate(tf.constant(4))
+        s, y = lbfgs.s_hist.numpy().astype(np.float64), lbfgs.y_hist.numpy().astype(np.float64)
+        scale = np.abs(np.einsum("bin,bjn->bij", np.abs(s), np.abs(y))).max()
+        np.testing.assert_allclose(lbfgs.sy.numpy(), np.einsum("bin,bjn->bij", s, y), atol=1e-5 * scale)
+        np.testing.assert_allclose(lbfgs.yy.numpy(), np.einsum("bin,bjn->bij", y, y),
+                                   atol=1e-5 * np.einsum("bin,bin->b", y, y).max())
+    assert lbfgs.count.numpy().min() > 0 and lbfgs.head.numpy().max() > 0  # pairs were stored and the ring moved
+
+
 def test_batched_equals_single_runs_and_one_trace_per_shape():
     rng = np.random.default_rng(2)
     centres = np.stack([rng.uniform(-0.3, 1.3, N) for _ in range(3)])

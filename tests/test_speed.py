@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from nst_utils import NSTError, StyleConfig, stylize
 from nst_utils import bench
@@ -13,7 +14,14 @@ def test_clock_interpolates_once_per_call_callbacks():
     clock.points, clock.steps = [(1.0, 9.0), (3.0, 5.0), (13.0, 1.0)], [1, 2, 12]
     assert clock.seconds_at(7) == pytest.approx(8.0) and clock.seconds_at(1) == 1.0
     assert clock.evals_to(3.0, [9.0, 5.0, 4.0, 2.5, 1.0]) == 4
-    assert clock.host_ms_per_eval(0.9) == pytest.approx(100.0)  # (13 - 3) s / 10 evaluations - 0.9 s
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs-scipy", "lbfgs"])
+def test_optimizer_cost_is_measured_on_a_quadratic_of_the_image_shape(optimizer):
+    quad = bench.Quadratic((6, 8, 3))
+    terms, grad = quad.value_and_grad(tf.fill((1, 6, 8, 3), 0.5))
+    assert grad.shape == (1, 6, 8, 3) and float(terms["total"][0]) > 0 and float(terms["style"][0]) == 0
+    assert 0 <= bench.optimizer_ms_per_eval(optimizer, (6, 8, 3), evals=5) < 1e4
 
 
 def test_default_path_is_lbfgs_single_scale():
@@ -70,6 +78,7 @@ def test_bench_quick_runs_end_to_end(capsys):
     for r in runs:
         assert {"run", "optimizer", "evals_to_target", "seconds_to_target", "host_ms_per_eval", "final_objective"} <= set(r)
         assert r["final_objective"] > 0 and (r["evals_to_target"] is None) == (r["seconds_to_target"] is None)
+        assert np.isfinite(r["host_ms_per_eval"]) and r["host_ms_per_eval"] >= 0
     assert runs[0]["evals_to_target"] <= 4
 
 
