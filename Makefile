@@ -21,7 +21,8 @@ test: $(STAMP)  ## run the whole test suite (notebooks included)
 	$(BIN)/python -m pytest
 
 figures: $(STAMP)  ## regenerate the README's layer figures (notebook 07's pair and Fig. 3 grid) at 384 px -> docs/figures
-	$(BIN)/python -m nst_utils.figures --size 384
+	$(BIN)/python -m nst_utils.figures --size 384 --only pair
+	$(BIN)/python -m nst_utils.figures --size 384 --steps 50 --only grid
 
 lab: $(STAMP)  ## open the tutorial notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/
