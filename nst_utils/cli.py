@@ -257,11 +257,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
         given = getattr(args, GIVEN, frozenset())  # every config flag typed is applied or refused, never dropped
         overrides = {name: value for name, value in config_kwargs.items() if FLAG_OF.get(name, name) in given}
-        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, **controls, **overrides)
+        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, callback=INTERRUPTS.check,
+                         **controls, **overrides)
         config = result.config
     else:
         result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,
-                         style_mask=args.style_mask, **controls)
+                         style_mask=args.style_mask, callback=INTERRUPTS.check, **controls)
     if args.log:
         result.writes("the log", write_text, json.dumps({"config": config.to_dict(), "timings": result.timings,
                                                          "best_loss": result.best_loss, "interrupted": result.interrupted,
@@ -293,7 +294,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     n = len(config.style_layers)
     rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
     results = sweep(args.content, args.style, config, grid_settings(rows, ratios, config.alpha),
-                    progress=not args.quiet, weights=args.weights)
+                    progress=not args.quiet, weights=args.weights, callback=INTERRUPTS.check)
     cols = len(ratios)
     labels = cumulative_labels(config.style_layers) if args.cumulative_layers else ["all style layers"]
     fig = sweep_grid(results, ratios, labels,
@@ -339,29 +340,55 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class Interrupts:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) as a stop at the run's next progress callback, between compiled calls.
+
+    A KeyboardInterrupt raised at an arbitrary point inside TensorFlow's Python layer can leave it hanging or
+    crashing; raised from the callback, the run stops cleanly and keeps its best image. A second signal stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def handler(self, signum: int, frame) -> None:
+        """Note the signal (raise KeyboardInterrupt now if one came before)."""
+        self.signals.append(signum)
+        if len(self.signals) > 1:
+            raise KeyboardInterrupt
+        print("\nnst: stopping after the current step (press Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def check(self, *progress) -> None:
+        """A stylize/sweep callback: raise KeyboardInterrupt if a signal is pending."""
+        if self.signals:
+            raise KeyboardInterrupt
+
+    @property
+    def terminated(self) -> bool:
+        """Return True if a SIGTERM arrived."""
+        return signal.SIGTERM in self.signals
+
+
+INTERRUPTS = Interrupts()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `nst`; return the process exit code."""
     args = build_parser().parse_args(argv)
     command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
-    terminated: list[int] = []
-
-    def on_sigterm(signum: int, frame) -> None:
-        """Raise KeyboardInterrupt so a `kill` (SIGTERM) keeps the best image like Ctrl-C does."""
-        terminated.append(signum)
-        raise KeyboardInterrupt
-
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    INTERRUPTS.signals.clear()
+    old_handlers = {sig: signal.signal(sig, INTERRUPTS.handler) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:
         code = command(args)
-        return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
+        return EXIT_TERMINATED if INTERRUPTS.terminated and code == EXIT_INTERRUPTED else code
     except NSTError as exc:
         if args.debug:
             raise
         print(f"nst: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("nst: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        print("nst: interrupted" + (" (SIGTERM)" if INTERRUPTS.terminated else ""), file=sys.stderr)
+        return EXIT_TERMINATED if INTERRUPTS.terminated else EXIT_INTERRUPTED
     except MemoryError:
         if args.debug:
             raise
@@ -373,5 +400,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nst: error: out of memory ({str(exc).splitlines()[0][:120]}); try a smaller --size", file=sys.stderr)
         return EXIT_ERROR
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
