@@ -105,11 +105,6 @@ class _Batch:
             return outs[0]
         return {k: tf.concat([tf.reshape(t[k], [-1]) for t, _ in outs], 0) for k in TERMS}, tf.concat([g for _, g in outs], 0)
 
-    def __call__(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Return ({term: per-image values}, gradient of each image's own total) for a BxHxWx3 array."""
-        terms, grad = self.value_and_grad(tf.constant(images, tf.float32))
-        return {k: np.asarray(terms[k], np.float64).reshape(-1) for k in TERMS}, grad.numpy()
-
     def tracing_count(self) -> int:
         """Return the summed tracing count of the objectives (one trace per objective and function)."""
         return sum(o.tracing_count() for o in self.objectives)
