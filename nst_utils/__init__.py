@@ -1,7 +1,7 @@
 """nst_utils: neural style transfer (Gatys, Ecker & Bethge 2015) with TensorFlow/Keras and VGG19.
 
 The public names below load on first use (PEP 562), so `import nst_utils.cli` and `nst --help` do not import
-TensorFlow; `from nst_utils import stylize` imports it then, with its C++ start-up lines hidden (quiet.py).
+TensorFlow; `from nst_utils import stylize` imports it then, with its C++ start-up lines hidden (host.py).
 """
 
 from __future__ import annotations
@@ -9,23 +9,22 @@ from __future__ import annotations
 import importlib
 import os
 
-from .quiet import import_tensorflow
+from .host import import_tensorflow
 
 if not os.environ.get("NST_DEBUG"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's informational C++ lines, whoever imports it first
 
 _HOME = {  # public name -> the module it lives in
     "CONTENT_LAYERS": "config", "SEED_STYLE_LAYERS": "config", "STYLE_LAYERS": "config", "StyleConfig": "config",
-    "NSTError": "errors",
+    "NSTError": "config", "LAYERS": "config", "STYLE_STATISTICS": "config",
     "deprocess": "images", "load_image": "images", "preprocess": "images", "save_image": "images",
-    "Objective": "losses", "content_loss": "losses", "gram_matrix": "losses", "style_loss": "losses",
-    "total_variation": "losses",
-    "LAYERS": "vgg", "FeatureExtractor": "model", "build_vgg19": "model",
-    "Result": "optimize", "stylize": "optimize",
+    "Objective": "objective", "GuidedObjective": "objective", "build_objective": "objective",
+    "content_loss": "objective", "gram_matrix": "objective", "style_loss": "objective",
+    "total_variation": "objective", "FeatureExtractor": "model", "build_vgg19": "model",
+    "Result": "run", "stylize": "run",
 }
 _TENSORFLOW = {  # modules that import TensorFlow: quietly imported first (the others stay light)
-    "model", "losses", "masks", "lbfgs", "objective", "optimizers", "multiscale", "optimize", "sweep", "explore",
-    "figures", "widgets", "bench",
+    "model", "objective", "lbfgs", "optimizers", "run", "sweep", "explore", "figures", "widgets", "bench",
 }
 
 __all__ = sorted(_HOME)

@@ -4,7 +4,7 @@ All run in one process, one after the other, on the same objective (the package'
 layers and weights) at the same size, each from a fresh `stylize` call (trace and target time included). Every
 objective value printed is the full-size objective; the final images are re-evaluated on one shared objective.
 
-    python -m nst_utils.bench            # 512 px, 1000 tutorial steps, then each L-BFGS for as long (~1 h, 2 cores)
+    python -m nst_utils.bench            # 512 px, 1000 tutorial steps, then each L-BFGS for as long
     python -m nst_utils.bench --fast-max-s 600   # the same, each L-BFGS capped at 600 s
     python -m nst_utils.bench --quick    # 128 px, 100 tutorial steps (a CI-sized check)
     python -m nst_utils.bench --quick --json     # also one JSON object per run (a line each)
@@ -20,36 +20,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from .config import StyleConfig
-from .controls import prepare_inputs
+from .config import StyleConfig, layer_shapes
+from .host import best_seconds, peak_memory_mb
 from .images import save_image
+from .inputs import prepare_inputs
 from .model import resolve_precision
 from .objective import build_objective
-from .optimize import stylize
-from .optimizers import run_adam, run_lbfgs, run_scipy_lbfgs
-from .timing import best_seconds
+from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
+from .run import stylize
 from .tracking import TERMS, Tracker
-from .vgg import BLOCKS
 
 
 def conv_gflop(height: int, width: int, deepest: str = "block5_conv2") -> float:
     """Return GFLOP of one VGG19 forward pass plus its input gradient (about twice the forward) up to `deepest`."""
-    flops, h, w, cin = 0.0, height, width, 3
-    for b, n, c in BLOCKS:
-        for i in range(1, n + 1):
+    flops, cin = 0.0, 3
+    for name, h, w, c in layer_shapes(height, width, deepest):
+        if "_conv" in name:
             flops += 2.0 * h * w * 9 * cin * c
             cin = c
-            if f"block{b}_conv{i}" == deepest:
-                return 2.0 * flops / 1e9  # forward + gradient with respect to the input (no weight gradients)
-        h, w = h // 2, w // 2
-    return 2.0 * flops / 1e9
+    return 2.0 * flops / 1e9  # forward + gradient with respect to the input (no weight gradients)
 
 
 def matmul_peak(n: int = 2048, reps: int = 4, dtype: str = "float32") -> float:
@@ -94,16 +89,19 @@ def optimizer_ms_per_eval(optimizer: str, shape: tuple[int, ...], evals: int = 6
     """
     quad = Quadratic(shape)
     x0 = np.full(shape, 0.5, np.float32)
+    lbfgs = new_lbfgs(quad.value_and_grad, (1,) + shape)  # one of each, kept across the timed runs: traced once
+    adam = Adam(quad.value_and_grad, x0[None])
 
     def timed(n: int) -> float:
         tracker = Tracker(n, None, False, optimizer)
         t = time.perf_counter()
         if optimizer == "lbfgs":
-            run_lbfgs(quad, x0, n, tracker)
+            run_lbfgs(quad, x0, n, tracker, lbfgs=lbfgs)
         elif optimizer == "lbfgs-scipy":
             run_scipy_lbfgs(quad, x0, n, tracker)
         else:
-            run_adam(quad.value_and_grad, x0[None], n, tracker)
+            adam.image.assign(x0[None])
+            run_adam(quad.value_and_grad, x0[None], n, tracker, adam=adam)
         return time.perf_counter() - t
 
     timed(2)  # trace
@@ -111,11 +109,6 @@ def optimizer_ms_per_eval(optimizer: str, shape: tuple[int, ...], evals: int = 6
     image = tf.constant(x0[None])
     alone = best_seconds(lambda: quad.value_and_grad(image)[0]["total"].numpy(), 5)
     return 1e3 * max(per_eval - alone, 0.0)
-
-
-def peak_mb() -> float:
-    """Return this process's peak resident memory in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class Clock:
@@ -232,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     base_s = base_clock.points[-1][0]
     base_final = base.best_loss
     print(f"tutorial Adam: {base.steps} steps in {base_s:.1f} s, final objective {base_final:.4g}, "
-          f"{per_eval * base.steps / base_s:.0f} GFLOP/s, peak memory so far {peak_mb():.0f} MiB", flush=True)
+          f"{per_eval * base.steps / base_s:.0f} GFLOP/s, peak memory so far {peak_memory_mb():.0f} MiB", flush=True)
     budget = args.fast_max_s if args.fast_max_s is not None else base_s
     rows = [dict(run="tutorial", optimizer="adam", precision="float32", evals=base.steps, seconds=base_s,
                  evals_to_target=base_clock.evals_to(base_final), seconds_to_target=base_s,
@@ -271,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['optimizer']}: " + (f"not reached in {row['seconds']:.1f} s" if t is None else
               f"time to baseline quality {t:.1f} s (speedup {base_s / t:.2f}x), {row['evals_to_target']} evaluations "
               f"(tutorial {base.steps}, ratio {base.steps / row['evals_to_target']:.2f})"))
-    print(f"peak memory {peak_mb():.0f} MiB (whole process)")
+    print(f"peak memory {peak_memory_mb():.0f} MiB (whole process)")
     print(f"matmul peak at the end {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} bfloat16")
     if args.json:
         for row in rows:
@@ -281,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             save_image(img, f"{args.save}_{name}.png")
         with open(f"{args.save}.json", "w") as f:
             json.dump({"size": [w, h], "precision": precision, "rows": rows, "peak_gflops": peak,
-                       "gflop_per_eval": per_eval, "eval_seconds": eval_s, "peak_mb": peak_mb()}, f)
+                       "gflop_per_eval": per_eval, "eval_seconds": eval_s, "peak_mb": peak_memory_mb()}, f)
     ours = next((row for row in rows if row["optimizer"] == default), None)
     reach = ours["seconds_to_target"] if ours else None
     print(f"speedup {base_s / reach if reach else 0.0:.1f}x")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import StyleConfig
-from .controls import Inputs
-from .errors import NSTError
+from .config import NSTError, StyleConfig
+from .inputs import Inputs
 from .images import atomic_write
 
 VERSION = 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import sys
 import tempfile
@@ -13,16 +12,14 @@ import threading
 import time
 from pathlib import Path
 
-from . import data, weights
+from . import assets
 from .config import (
-    CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, PRESERVE_COLORS, RAW_GRID_RATIOS, STYLE_LAYERS, StyleConfig,
-    network_defaults,
+    CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, PRECISIONS, PRESERVE_COLORS, RAW_GRID_RATIOS, STYLE_LAYERS, NSTError,
+    StyleConfig, network_defaults,
 )
-from .errors import NSTError
+from .host import import_tensorflow, peak_memory_mb
 from .images import save_image, write_text
 from .progress import Writes
-from .quiet import import_tensorflow
-from .vgg import PRECISIONS
 
 # Only argparse-level modules above (no TensorFlow, h5py or matplotlib): `nst --help` and argument errors answer
 # at once. Each command imports the engine inside its function, the documented exception to module-level imports.
@@ -226,11 +223,6 @@ def report_failed_writes(writes: Writes) -> bool:
     return bool(writes.failed)
 
 
-def peak_memory_mb() -> float:
-    """Return this process's peak resident memory in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Run one stylization from the command line; return the exit code."""
 
@@ -251,7 +243,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise NSTError("give the style images either positionally or with --style, not both")
     controls = dict(output=out, save_every=args.save_every, plot=args.plot, checkpoint=args.checkpoint)
     import_tensorflow()
-    from .optimize import stylize  # the engine (TensorFlow): only once the arguments are checked
+    from .run import stylize  # the engine (TensorFlow): only once the arguments are checked
     if args.resume:
         if args.content or args.style or args.styles or args.style_mask:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
@@ -315,20 +307,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download (or verify) the images and weights; return the exit code."""
-    names = data.known_images() if args.all else list(data.default_images())
+    names = assets.known_images() if args.all else list(assets.default_images())
     for name in names:
-        print(f"{name}: {data.image_path(name)}")
-    print(f"VGG19 weights: {weights.resolve(args.weights)}")
+        print(f"{name}: {assets.image_path(name)}")
+    print(f"VGG19 weights: {assets.weights_path(args.weights)}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print where things resolve from and what TensorFlow sees; return the exit code."""
-    print(f"VGG19 weights: {weights.describe()}")
-    print(f"NST_DATA_DIR: {os.environ.get(data.DATA_DIR_ENV, '(unset)')}; download cache: {data.cache_dir()}")
-    for name in data.known_images():
+    print(f"VGG19 weights: {assets.describe_weights()}")
+    print(f"NST_DATA_DIR: {os.environ.get(assets.DATA_DIR_ENV, '(unset)')}; download cache: {assets.cache_dir()}")
+    for name in assets.known_images():
         try:
-            where = data.image_path(name, download=False)
+            where = assets.image_path(name, download=False)
         except NSTError:
             where = "(not downloaded; `nst fetch --all`)"
         print(f"  {name}: {where}")

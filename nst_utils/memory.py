@@ -22,12 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from . import data, host
-from .config import CONTENT_LAYERS, STYLE_LAYERS
-from .errors import NSTError
+from . import assets, host
+from .config import CONTENT_LAYERS, LAYERS, STYLE_LAYERS, NSTError, layer_shapes
 from .host import MIB, SAFETY  # noqa: F401 - re-exported: the estimate's unit and share of free memory
 from .images import fit_long_side
-from .vgg import BLOCKS, LAYERS
 
 BASE_BYTES = 750 * MIB  # TensorFlow + VGG19 weights + interpreter (the fit's intercept)
 ACTIVATION_FACTOR = 3.6  # bytes kept per activation byte (forward kept for backward + gradients + transients)
@@ -39,20 +37,8 @@ SKIP_ENV = "NST_NO_MEMORY_CHECK"
 
 def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
     """Return the number of float activations VGG19 produces for one HxW image up to the deepest of `layers`."""
-    deepest = max(LAYERS.index(n) for n in layers)
-    total, h, w, i = 0, height, width, 0
-    for _, convs, channels in BLOCKS:
-        for _ in range(convs):
-            if i > deepest:
-                return total
-            total += h * w * channels
-            i += 1
-        if i > deepest:
-            return total
-        h, w = h // 2, w // 2
-        total += h * w * channels  # pooling output
-        i += 1
-    return total
+    deepest = max(layers, key=LAYERS.index)
+    return sum(h * w * c for _, h, w, c in layer_shapes(height, width, deepest))
 
 
 def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None, optimizer: str = "lbfgs",
@@ -117,7 +103,7 @@ def source_shape(source, size: int) -> tuple[int, int] | None:
         shape = tuple(np.shape(source))
         return fit_long_side(shape[-3:-1], size) if len(shape) >= 3 else None
     try:
-        path = data.image_path(source if source is not None else data.default_images()[0])
+        path = assets.image_path(source if source is not None else assets.default_images()[0])
         with Image.open(path) as img:
             w, h = img.size
     except Exception:  # unreadable or missing: loading reports it properly a moment later

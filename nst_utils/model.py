@@ -12,12 +12,12 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from . import data
-from . import weights as weights_mod
-from .errors import NSTError
+from . import assets
+from .config import (
+    CHANNELS, CONV_LAYERS, FLOAT32_LAYERS, LAYERS, NSTError, check_layers, check_pooling, check_precision, depth,
+)
+from .host import best_seconds
 from .images import atomic_write, load_image, preprocess
-from .timing import best_seconds
-from .vgg import CHANNELS, CONV_LAYERS, FLOAT32_LAYERS, LAYERS, check_layers, check_pooling, check_precision, depth
 
 # Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
 REFERENCE_IMAGES = ("japanese_garden.jpg", "picasso_selfportrait.jpg", "tubingen.jpg", "starry_night.jpg",
@@ -32,16 +32,16 @@ def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np
         with h5py.File(path, "r") as f:
             for name in names:
                 if name not in f:
-                    raise NSTError(f"{path} has no layer {name}: not the VGG19 notop weights file; {weights_mod.HOW_TO}")
+                    raise NSTError(f"{path} has no layer {name}: not the VGG19 notop weights file; {assets.WEIGHTS_HOW_TO}")
                 g = f[name]
                 wnames = [w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]]
                 kernel, bias = (np.asarray(g[w], dtype=np.float32) for w in wnames)
                 cin = 3 if name == "block1_conv1" else None
                 if kernel.shape[:2] != (3, 3) or kernel.shape[3] != CHANNELS[name] or (cin and kernel.shape[2] != cin):
-                    raise NSTError(f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's; {weights_mod.HOW_TO}")
+                    raise NSTError(f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's; {assets.WEIGHTS_HOW_TO}")
                 out[name] = (kernel, bias)
     except (OSError, KeyError, ValueError) as exc:
-        raise NSTError(f"{path} is not a readable VGG19 h5 weights file ({exc}); {weights_mod.HOW_TO}") from exc
+        raise NSTError(f"{path} is not a readable VGG19 h5 weights file ({exc}); {assets.WEIGHTS_HOW_TO}") from exc
     return out
 
 
@@ -63,7 +63,7 @@ def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
 @functools.cache
 def _auto_precision() -> str:
     """Return "bfloat16" if a probe convolution runs >= 1.3x faster in it than in float32 here, else "float32"."""
-    try:  # measured once per process (~0.5 s): CPUs without native bf16 run it slower
+    try:  # measured once per process: CPUs without native bf16 run it slower
         return "bfloat16" if _conv_seconds(tf.float32) / _conv_seconds(tf.bfloat16) >= 1.3 else "float32"
     except Exception:  # noqa: BLE001 - a device without bf16 kernels simply keeps float32
         return "float32"
@@ -85,7 +85,7 @@ def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None
     check_pooling(pooling)
     precision = resolve_precision(precision)
     deepest = max(LAYERS.index(n) for n in outputs)
-    path = weights_mod.resolve(weights)
+    path = assets.weights_path(weights)
     convs = [n for n in LAYERS[: deepest + 1] if "conv" in n]
     params = _read_weights(path, convs)
     x = inp = tf.keras.Input(shape=(None, None, 3), name="vgg_input")
@@ -120,17 +120,17 @@ def mean_activations(images: Sequence[np.ndarray], pooling: str = "max",
 def _means_path(pooling: str, weights_path: Path) -> Path:
     """Return where the channel means for this pooling and weights file are cached (keyed by the file's size)."""
     key = f"{pooling}_{REFERENCE_SIZE}px_{len(REFERENCE_IMAGES)}img_{weights_path.stat().st_size}"
-    return data.cache_dir() / f"vgg19_channel_means_{key}.npz"
+    return assets.cache_dir() / f"vgg19_channel_means_{key}.npz"
 
 
 @functools.cache
 def channel_means(pooling: str = "max", weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Return {conv layer: (C,) mean activation} over REFERENCE_IMAGES, read from the disk cache or computed once there."""
-    path = _means_path(pooling, weights_mod.resolve(weights))
+    path = _means_path(pooling, assets.weights_path(weights))
     if path.is_file():
         with np.load(path) as f:
             return {n: f[n] for n in CONV_LAYERS}
-    images = [load_image(data.image_path(name), max_size=REFERENCE_SIZE) for name in REFERENCE_IMAGES]
+    images = [load_image(assets.image_path(name), max_size=REFERENCE_SIZE) for name in REFERENCE_IMAGES]
     means = mean_activations(images, pooling, weights)
     buf = io.BytesIO()
     np.savez(buf, **means)

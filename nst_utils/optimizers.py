@@ -1,4 +1,8 @@
-"""The optimisers: the projected L-BFGS in TensorFlow (driven in compiled chunks), scipy's L-BFGS-B, and Adam."""
+"""The optimisers: the projected L-BFGS in TensorFlow (driven in compiled chunks), scipy's L-BFGS-B, and Adam.
+
+Each run owns its optimiser: `run_lbfgs` makes a ProjectedLBFGS unless the caller passes the one it keeps (one
+trace per shape and batch), and `Adam` holds the tutorial's optimiser with its image and moments.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ import scipy.optimize
 import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
-from .lbfgs import FIRST_STEP, ProjectedLBFGS, objective_scale
-from .losses import Objective
+from .lbfgs import FIRST_STEP, ProjectedLBFGS, ValueAndGrad, objective_scale
+from .objective import Objective
 from .tracking import TERMS, Stop, Tracker
 
-CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: the progress bar and callbacks update about once a second
+CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: progress and callbacks update once a second
 MAX_CALL_EVALS = 1000  # and makes at most this many evaluations
 
 
@@ -59,12 +63,9 @@ def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: T
         pass
 
 
-def lbfgs_for(owner, value_and_grad, shape: tuple[int, ...], memory: int = 20) -> ProjectedLBFGS:
-    """Return the ProjectedLBFGS kept on `owner` (an Objective or a batch) for this shape: one trace per shape and batch."""
-    kept = vars(owner).setdefault("_lbfgs", {})
-    if (shape, memory) not in kept:
-        kept[(shape, memory)] = ProjectedLBFGS(value_and_grad, shape, TERMS, memory)
-    return kept[(shape, memory)]
+def new_lbfgs(value_and_grad: ValueAndGrad, shape: tuple[int, ...], memory: int = 20) -> ProjectedLBFGS:
+    """Return a ProjectedLBFGS for a batch of this shape reporting every loss term (TERMS)."""
+    return ProjectedLBFGS(value_and_grad, shape, TERMS, memory)
 
 
 def next_call_evals(n: int, seconds: float, calls: int, seconds_per_call: float | None = None) -> int:
@@ -101,50 +102,64 @@ def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: floa
 
 def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, memory: int = 20,
               state: Sequence[np.ndarray] | None = None, seconds_per_call: float | None = None,
-              align: int | None = None) -> int:
+              align: int | None = None, lbfgs: ProjectedLBFGS | None = None) -> int:
     """Minimise with the projected L-BFGS in TensorFlow (lbfgs.py) under [0, 1] pixel bounds; return compiled calls.
 
     `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's L-BFGS
-    state (memory, line search, best image), so a resumed run continues the same run. The best image stays on the
-    device until the run ends (or is interrupted), then lands in `tracker.best_image`.
+    state (memory, line search, best image), so a resumed run continues the same run. `lbfgs`: the caller's own
+    ProjectedLBFGS for (1,) + x0.shape (kept across runs, it is traced once), else a new one for this run. The best
+    image stays on the device until the run ends (or is interrupted), then lands in `tracker.best_image`.
     """
-    opt = lbfgs_for(objective, objective.value_and_grad, (1,) + x0.shape, memory)
+    opt = lbfgs if lbfgs is not None else new_lbfgs(objective.value_and_grad, (1,) + x0.shape, memory)
     if not (state and opt.restore(state)):
         opt.start(x0[None])
-    tracker.state = lambda: (opt.best()[0], opt.state())
     try:
         return drive_lbfgs(opt, steps, tracker, seconds_per_call, align)
     finally:
-        if np.isfinite(opt.best_f.numpy()[0]):
-            tracker.best_image = opt.best()[0]
+        tracker.keep_best(opt.best(), np.isfinite(opt.best_f.numpy()))
+
+
+class Adam:
+    """The TensorFlow tutorial's Adam over a batch of images, pixels clipped to [0, 1] after each step.
+
+    Adam is elementwise, so each image of a batch runs as it would alone. `state` restores a checkpoint's moments.
+    """
+
+    def __init__(self, value_and_grad: Callable, x0: np.ndarray, learning_rate: float = 0.02,
+                 state: Sequence[np.ndarray] | None = None):
+        self.value_and_grad = value_and_grad
+        self.image = tf.Variable(x0, dtype=tf.float32)
+        self.opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
+        self.opt.build([self.image])
+        self.kept = [v for v in self.opt.variables if "learning_rate" not in v.name]  # iteration, moments, velocities
+        for var, value in zip(self.kept, state or []):
+            var.assign(value)
+        self.step = tf.function(self._step)
+
+    def _step(self) -> dict[str, tf.Tensor]:
+        """Return the loss terms at the current images, after moving them one Adam step (clipped to [0, 1])."""
+        terms, grad = self.value_and_grad(tf.convert_to_tensor(self.image))
+        self.opt.apply_gradients([(grad, self.image)])
+        self.image.assign(tf.clip_by_value(self.image, 0.0, 1.0))
+        return terms
+
+    def state(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Return (the first image now, the optimiser's arrays) for a checkpoint."""
+        return self.image.numpy()[0], [v.numpy() for v in self.kept]
 
 
 def run_adam(value_and_grad: Callable, x0: np.ndarray, steps: int, tracker: Tracker, learning_rate: float = 0.02,
-             state: Sequence[np.ndarray] | None = None) -> None:
+             state: Sequence[np.ndarray] | None = None, adam: Adam | None = None) -> None:
     """Minimise a batch x0 (B, H, W, 3) with Adam (the tutorial's settings), clipping pixels to [0, 1] after each step.
 
-    Adam is elementwise, so each image runs as it would alone. `steps` counts the tracker's history too (a resumed
-    run does the rest); `state` restores a checkpoint's moments.
+    `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's moments;
+    `adam`: the caller's own Adam started at x0, else a new one for this run.
     """
-    image = tf.Variable(x0, dtype=tf.float32)
-    opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
-    opt.build([image])
-    kept = [v for v in opt.variables if "learning_rate" not in v.name]  # iteration, moments, velocities
-    for var, value in zip(kept, state or []):
-        var.assign(value)
-    tracker.state = lambda: (image.numpy()[0], [v.numpy() for v in kept])
-
-    @tf.function
-    def step() -> dict[str, tf.Tensor]:
-        terms, grad = value_and_grad(tf.convert_to_tensor(image))
-        opt.apply_gradients([(grad, image)])
-        image.assign(tf.clip_by_value(image, 0.0, 1.0))
-        return terms
-
+    adam = adam if adam is not None else Adam(value_and_grad, x0, learning_rate, state)
     current = x0
     for _ in range(steps - tracker.count):
-        terms = step()  # terms describe `current`, the images before this update
+        terms = adam.step()  # terms describe `current`, the images before this update
         tracker.record_batch(current, {k: np.asarray(v, np.float64).reshape(-1) for k, v in terms.items()})
         if tracker.stop:
             break
-        current = image.numpy()
+        current = adam.image.numpy()

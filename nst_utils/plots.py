@@ -15,8 +15,8 @@ if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY") and "ipyke
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .config import short_name  # noqa: E402
 from .images import atomic_write, to_uint8  # noqa: E402
-from .vgg import short_name  # noqa: E402
 
 TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "total": "black"}
 

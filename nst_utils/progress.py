@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import NSTError
+from .config import NSTError
 from .images import WriteError, save_image
 
 

@@ -29,15 +29,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .config import StyleConfig
-from .controls import prepare_inputs
-from .errors import NSTError
-from .losses import Objective
-from .model import FeatureExtractor
+from .config import NSTError, StyleConfig
 from .images import resize
-from .objective import build_objective, initial_image
-from .optimize import Result
-from .optimizers import drive_lbfgs, lbfgs_for, run_adam
+from .inputs import prepare_inputs
+from .objective import Objective, build_objective, initial_image
+from .optimizers import drive_lbfgs, new_lbfgs, run_adam
+from .run import Result
 from .tracking import TERMS, BatchTracker
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
@@ -79,15 +76,7 @@ class _Batch:
         self.chunks = [c for c in np.array_split(np.arange(n), min(len(devices), n)) if len(c)]
         self.objectives: list[Objective] = []
         for dev, idx in zip(devices, self.chunks):
-            if dev is None:
-                obj = build_objective(config, content, styles, blend, weights)
-            else:
-                with tf.device(dev):
-                    ext = FeatureExtractor(config.content_layers + config.style_layers, weights, config.pooling, config.precision,
-                                           config.normalize_vgg)
-                    obj = Objective(ext, config.content_layers, config.style_layers)
-                    obj.set_content(content[None])
-                    obj.set_style([s[None] for s in styles], blend)
+            obj = build_objective(config, content, styles, blend, weights, device=dev)
             part = [configs[i] for i in idx]
             obj.set_weights(alpha=[c.alpha for c in part], beta=[c.beta for c in part], tv=[c.tv for c in part],
                             style_layer_weights=[c.layer_weights() for c in part])
@@ -112,13 +101,12 @@ class _Batch:
 
 def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker, memory: int = 20) -> int:
     """Minimise every image with its own projected L-BFGS (as `stylize` does), batched; return compiled calls made."""
-    opt = lbfgs_for(batch, batch.value_and_grad, x0.shape, memory)
+    opt = new_lbfgs(batch.value_and_grad, x0.shape, memory)  # this run's own
     opt.start(x0)
     try:
         return drive_lbfgs(opt, steps, tracker)
     finally:
-        best, found = opt.best(), np.isfinite(opt.best_f.numpy())
-        tracker.best_image = [best[i] if found[i] else tracker.best_image[i] for i in range(len(best))]
+        tracker.keep_best(opt.best(), np.isfinite(opt.best_f.numpy()))
 
 
 def sweep(content=None, style=None, config: StyleConfig | None = None, settings: Sequence[dict] = (), *,
@@ -175,7 +163,7 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     results = []
     for i, cfg in enumerate(configs):
         best = tracker.best_image[i] if tracker.best_image[i] is not None else x0[i]
-        results.append(Result(image=inputs.finish(np.clip(best, 0.0, 1.0)), history=tracker.history[i],
+        results.append(Result(image=inputs.result_image(np.clip(best, 0.0, 1.0)), history=tracker.history[i],
                               best_loss=float(tracker.best_loss[i]) if math.isfinite(tracker.best_loss[i]) else math.inf,
                               config=cfg, timings=dict(timings), interrupted=interrupted, message=tracker.message))
     return results

@@ -10,6 +10,8 @@ from tqdm.auto import tqdm
 
 # callback(step, image HxWx3 in [0,1], terms as floats) -> True to stop early
 Callback = Callable[[int, np.ndarray, dict], "bool | None"]
+# state() -> (the optimiser's current image, its arrays): what a checkpoint needs to continue the run
+State = Callable[[], tuple[np.ndarray, list[np.ndarray]]]
 TERMS = ("content", "style", "tv", "total")
 TOL_WINDOW = 20  # `tol` compares the best objective now with the best TOL_WINDOW evaluations ago
 
@@ -17,7 +19,8 @@ TOL_WINDOW = 20  # `tol` compares the best objective now with the best TOL_WINDO
 class Tracker:
     """Records each evaluation's terms, keeps the best image, drives the progress bar and callback."""
 
-    def __init__(self, steps: int, callback: Callback | None, progress: bool, desc: str, tol: float | None = None):
+    def __init__(self, steps: int, callback: Callback | None, progress: bool, desc: str, tol: float | None = None,
+                 state: State | None = None):
         self.history: dict[str, list[float]] = {k: [] for k in TERMS}
         self.tol = tol
         self.best_loss = math.inf
@@ -26,7 +29,7 @@ class Tracker:
         self.bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, unit="step")
         self.stop = False
         self.message = ""
-        self.state: Callable[[], tuple[np.ndarray, list[np.ndarray]]] | None = None  # (current image, optimiser arrays)
+        self.state = state
 
     @property
     def count(self) -> int:
@@ -95,6 +98,11 @@ class Tracker:
         image, opt = self.state() if self.state is not None else (best, [])
         return image, best, float(self.best_loss), {k: list(v) for k, v in self.history.items()}, list(opt)
 
+    def keep_best(self, best: np.ndarray, found: np.ndarray) -> None:
+        """Take the optimiser's best image ((1, H, W, 3)) if it found one (`found`: (1,) booleans)."""
+        if found[0]:
+            self.best_image = best[0]
+
     def restore(self, history: dict[str, list[float]], best_image: np.ndarray | None, best_loss: float) -> None:
         """Continue from a saved run: its loss history, best image and loss, and the progress bar's count."""
         for k in self.history:
@@ -123,15 +131,11 @@ class BatchTracker(Tracker):
     """A Tracker for a batch (`sweep`): per-image histories, best losses and images; chunks recorded as Tracker does."""
 
     def __init__(self, n: int, steps: int, callback: Callable | None, progress: bool, desc: str):
+        super().__init__(steps, callback, progress, desc)
         self.history = [{k: [] for k in TERMS} for _ in range(n)]
         self.best_loss = np.full(n, np.inf)
         self.best_image: list[np.ndarray | None] = [None] * n
-        self.callback = callback
-        self.bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, unit="step")
         self.evals = 0
-        self.stop = False
-        self.message = ""
-        self.tol, self.state = None, None
 
     @property
     def count(self) -> int:
@@ -149,6 +153,10 @@ class BatchTracker(Tracker):
     def record_batch(self, images: np.ndarray, terms: dict[str, np.ndarray]) -> None:
         """Record one batched evaluation (as `record`)."""
         self.record(images, terms)
+
+    def keep_best(self, best: np.ndarray, found: np.ndarray) -> None:
+        """Take each image's best from the optimiser ((B, H, W, 3)) where it found one (`found`: (B,) booleans)."""
+        self.best_image = [best[i] if found[i] else self.best_image[i] for i in range(len(best))]
 
     def _row(self, terms: dict[str, np.ndarray], i: int) -> dict:
         """Return evaluation `i` of a chunk's (n, B) terms: {term: (B,) per-image values}."""

@@ -29,15 +29,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import data
-from .config import StyleConfig, paper_alpha_over_beta
+from . import assets
+from .config import PREVIEW_RATIOS, StyleConfig, paper_alpha_over_beta
 from .images import as_image, to_uint8
 from .objective import build_objective
-from .optimizers import run_lbfgs
+from .optimizers import new_lbfgs, run_lbfgs
 from .sweep import ratio_settings, sweep
 from .tracking import Tracker
 
-DEFAULT_RATIOS = (0.1, 1.0, 3.0, 10.0, 100.0)  # beta/alpha presets for the normalised VGG19 (3: the default)
+DEFAULT_RATIOS = PREVIEW_RATIOS  # beta/alpha presets for the normalised VGG19: Fig. 3's and the default 3
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -77,11 +77,12 @@ class PreviewEngine:
                  ratios: Sequence[float] = DEFAULT_RATIOS, refine_steps: int = 10, refine_seconds: float = 5.0,
                  weights: str | os.PathLike | None = None):
         self.config = (config or StyleConfig.normalized()).replace(size=size, optimizer="lbfgs")
-        c, s = data.default_images()
+        c, s = assets.default_images()
         self.content = as_image(content if content is not None else c, size)
         self.style = as_image(style if style is not None else s, size)
         self.weights = weights
         self.objective = build_objective(self.config, self.content, [self.style], weights=weights)
+        self.lbfgs = new_lbfgs(self.objective.value_and_grad, (1,) + self.content.shape)  # every refinement's
         self.ratios = tuple(float(r) for r in ratios)
         self.coarse: list[np.ndarray] | None = None
         self.refine_steps, self.refine_seconds = refine_steps, refine_seconds
@@ -136,7 +137,7 @@ class PreviewEngine:
             return late or (cancelled is not None and cancelled())
 
         tracker = Tracker(steps, cb, False, "refine")
-        run_lbfgs(self.objective, start.astype(np.float32), steps, tracker)
+        run_lbfgs(self.objective, start.astype(np.float32), steps, tracker, lbfgs=self.lbfgs)
         tracker.close()
         return np.clip(tracker.best_image if tracker.best_image is not None else start, 0.0, 1.0)
 
@@ -295,11 +296,3 @@ class SliderPanel:
             self._busy = False
         self._on_change()
 
-
-def slider_panel(content=None, style=None, *, size: int = 128, precompute_steps: int = 30,
-                 ratios: Sequence[float] = DEFAULT_RATIOS, refine_steps: int = 10, **config) -> SliderPanel:
-    """Return a ready SliderPanel: engine built, coarse ratio sweep precomputed (display `.widget`)."""
-    engine = PreviewEngine(content, style, StyleConfig.normalized(**config), size=size, ratios=ratios,
-                           refine_steps=refine_steps)
-    engine.precompute(precompute_steps, progress=True)
-    return SliderPanel(engine)

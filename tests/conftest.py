@@ -18,13 +18,13 @@ if (SHARED / "data" / "images").is_dir():
     os.environ.setdefault("NST_DATA_DIR", str(SHARED / "data" / "images"))
 
 import nst_utils  # noqa: E402  (after the environment is set)
-from nst_utils import weights  # noqa: E402
+from nst_utils import assets  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
     """Return the verified path of the real VGG19 weights."""
-    return weights.resolve()
+    return assets.weights_path()
 
 
 @pytest.fixture(scope="session")

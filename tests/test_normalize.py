@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_utils import data, model
+from nst_utils import assets as data
+from nst_utils import model
 from nst_utils.cli import build_parser, weight_settings
 from nst_utils.config import GRID_RATIOS, NORMALIZED, StyleConfig, network_defaults, paper_alpha_over_beta
 from nst_utils.explore import grid_distances, gram_magnitudes
 from nst_utils.images import as_image, load_image, preprocess
 from nst_utils.model import get_extractor
 from nst_utils.sweep import cumulative_layer_weights, grid_settings, sweep
-from nst_utils.vgg import CONV_LAYERS
+from nst_utils.config import CONV_LAYERS
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_output_scaling_equals_gatys_rescaled_filters(content_image):
     """Scaling each layer's output by 1/mean is the network whose filters were rescaled (W' = W m_in / m_out)."""
     layers = ("block1_conv1", "block1_conv2", "block1_pool", "block2_conv1")
     normalized = model.FeatureExtractor(layers, pooling="avg", normalize=True)(content_image[None])
-    params = model._read_weights(model.weights_mod.resolve(), ("block1_conv1", "block1_conv2", "block2_conv1"))
+    params = model._read_weights(model.assets.weights_path(), ("block1_conv1", "block1_conv2", "block2_conv1"))
     means = model.channel_means("avg")
     x, m_in = tf.constant(preprocess(content_image[None])), np.ones(3, np.float32)
     for name in layers:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import nst_utils.optimize as opt
+import nst_utils.run as opt
 import nst_utils.optimizers as optimizers
 from nst_utils import StyleConfig, stylize
 from nst_utils.objective import initial_image

@@ -24,8 +24,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import nst_utils.optimize as opt
-from nst_utils import NSTError, StyleConfig, cli, host, images, load_image, memory, stylize, weights
+import nst_utils.run as opt
+from nst_utils import NSTError, StyleConfig, assets, cli, host, images, load_image, memory, stylize
 from nst_utils.images import as_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +260,7 @@ def test_bad_api_config_raises(field, value):
 
 def _bad_weights(tmp_path: Path, kind: str, real: Path) -> Path:
     """Return a weights path of the given kind of wrongness."""
-    p = tmp_path / weights.FILENAME
+    p = tmp_path / assets.WEIGHTS_FILE
     if kind == "missing":
         return p
     if kind == "folder":
@@ -286,7 +286,7 @@ def test_bad_weights_fail_clearly_and_load_nothing(tmp_path, capsys, weights_pat
     out = tmp_path / "o.png"
     code, _, err = run_cli("stylize", "--weights", str(bad), "--size", SIZE, "--steps", STEPS, "-o", str(out), "-q",
                            capsys=capsys)
-    assert_one_line_error(code, err, needle, weights.FILENAME, weights.KERAS_URL)
+    assert_one_line_error(code, err, needle, assets.WEIGHTS_FILE, assets.WEIGHTS_URL)
     assert not out.exists()
     # a model built from the good weights earlier in this process must not be reused for bad ones
     img = np.full((32, 32, 3), 0.5, np.float32)

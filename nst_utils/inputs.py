@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import colour, data
-from .config import StyleConfig, check_blend
-from .errors import NSTError
-from .images import as_image, resize
+from . import assets
+from .config import NSTError, StyleConfig, check_blend
+from .images import as_image, prepare_colours, resize, restore_colours
 
 
 @dataclass
@@ -23,9 +22,9 @@ class Inputs:
     original: np.ndarray | None = None  # the content in colour; luminance mode puts its chroma back
     colour: str | None = None
 
-    def finish(self, image: np.ndarray) -> np.ndarray:
-        """Return the image a user sees: with the content's chroma in luminance mode, else unchanged."""
-        return colour.finish(self.colour, image, self.original if self.original is not None else self.content)
+    def result_image(self, image: np.ndarray) -> np.ndarray:
+        """Return the image a user gets from an optimised one: with the content's chroma in luminance mode."""
+        return restore_colours(self.colour, image, self.original if self.original is not None else self.content)
 
 
 def style_size(config: StyleConfig) -> int:
@@ -54,15 +53,14 @@ def load_mask(source, shape: tuple[int, int]) -> np.ndarray:
 
 def prepare_inputs(config: StyleConfig, content=None, style=None, style_mask=None) -> Inputs:
     """Return the run's Inputs: images loaded at their sizes, blend checked, colours prepared, mask loaded."""
-    default_content, default_style = data.default_images()
+    default_content, default_style = assets.default_images()
     content_img = as_image(content if content is not None else default_content, config.size)
     styles = list(style) if isinstance(style, list | tuple) else [style if style is not None else default_style]
     if not styles:
         raise NSTError("no style image given")
     size = style_size(config)
     style_imgs = [as_image(s, size) for s in styles]
-    blend = normalised_blend(config.style_blend if config.style_blend is not None else config.extra.get("style_blend"),
-                             len(style_imgs))
+    blend = normalised_blend(config.style_blend, len(style_imgs))
     mask = None
     if style_mask is not None:
         if blend is not None and len(set(blend)) > 1:
@@ -70,5 +68,5 @@ def prepare_inputs(config: StyleConfig, content=None, style=None, style_mask=Non
         mask = load_mask(style_mask, content_img.shape[:2])
         if len(style_imgs) > 2:
             raise NSTError(f"a style mask takes one or two style images, got {len(style_imgs)}")
-    c_in, s_in = colour.prepare(config.preserve_colors, content_img, style_imgs)
+    c_in, s_in = prepare_colours(config.preserve_colors, content_img, style_imgs)
     return Inputs(content=c_in, styles=s_in, blend=blend, mask=mask, original=content_img, colour=config.preserve_colors)

@@ -1,13 +1,17 @@
-"""The run: `stylize` plans a run (inputs, objective, start), runs one optimiser over it, and finishes a Result.
+"""A stylization run: `stylize` plans it (inputs, objective, start image, optionally coarse-to-fine), runs one
+optimiser over it, and writes its outputs; the Result says what it produced.
 
 The pieces live one layer down: the objective in objective.py, the optimisers in optimizers.py, the tracker in
-tracking.py.
+tracking.py. Coarse-to-fine starts (`config.scales`, off by default) optimise at small sizes first, upsample and hand
+the full-size run a better start; one Objective serves every coarse scale (its targets are recomputed per scale into
+shape-free variables, so the loss is traced once for all of them).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -15,17 +19,12 @@ import tensorflow as tf
 
 from . import checkpoint as ckpt_mod
 from . import progress as progress_mod
-from .colour import gray
-from .config import StyleConfig
-from .controls import Inputs, prepare_inputs
-from .errors import NSTError
-from .images import WriteError, resize, save_image
-from .losses import Objective
-from .masks import build_guided_objective
+from .config import NSTError, StyleConfig
+from .images import WriteError, gray, resize, save_image
+from .inputs import Inputs, prepare_inputs
 from .memory import check_source
-from .multiscale import coarse_to_fine
-from .objective import build_objective, initial_image
-from .optimizers import run_adam, run_lbfgs, run_scipy_lbfgs
+from .objective import Objective, build_objective, initial_image
+from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .tracking import Callback, Tracker
 
 
@@ -79,7 +78,7 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     t1 = time.perf_counter()
     where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
     result = run(run_plan, callback=callback, progress=progress, save_every=save_every, output=output, checkpoint=where)
-    finish(result, output=output, plot=plot)
+    write_outputs(result, output=output, plot=plot)
     t2 = time.perf_counter()
     result.timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0}
     return result
@@ -97,10 +96,7 @@ def plan(content=None, style=None, config: StyleConfig | None = None, *, weights
     content_img, style_imgs = inputs.content, inputs.styles
     if config.seed is not None:
         tf.random.set_seed(config.seed)
-    if inputs.mask is not None:
-        objective = build_guided_objective(config, content_img, style_imgs, inputs.mask, weights)
-    else:
-        objective = build_objective(config, content_img, style_imgs, inputs.blend, weights)
+    objective = build_objective(config, content_img, style_imgs, inputs.blend, weights, mask=inputs.mask)
     if ckpt:
         x0 = ckpt.image
     elif init_image is not None:
@@ -122,21 +118,26 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
     """
     config, inputs, ckpt = p.config, p.inputs, p.ckpt
     h, w = inputs.content.shape[:2]
-    tracker = Tracker(config.steps, callback, progress, f"{config.optimizer} {w}x{h}", tol=config.tol)
+    state = ckpt.optimizer_state if ckpt else None
+    lbfgs = new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape) if config.optimizer == "lbfgs" else None
+    adam = Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state) \
+        if config.optimizer == "adam" else None
+    snapshot = (lambda: (lbfgs.best()[0], lbfgs.state())) if lbfgs else adam.state if adam else None
+    saver = progress_mod.SaveEvery(save_every, output) if save_every is not None else None
+    shown = inputs.result_image if inputs.colour == "luminance" else None
+    tracker = Tracker(config.steps, progress_mod.chain(callback, saver, finish=shown), progress,
+                      f"{config.optimizer} {w}x{h}", tol=config.tol, state=snapshot)
     if ckpt:
         tracker.restore(ckpt.history, ckpt.best_image, ckpt.best_loss)
-    saver = progress_mod.SaveEvery(save_every, output) if save_every is not None else None
-    tracker.callback = progress_mod.chain(callback, saver, finish=inputs.finish if inputs.colour == "luminance" else None)
-    state = ckpt.optimizer_state if ckpt else None
     interrupted, written, writes = False, None, progress_mod.Writes()
     try:
         if tracker.count < config.steps:
             if config.optimizer == "lbfgs":
-                run_lbfgs(p.objective, p.x0, config.steps, tracker, state=state, align=save_every)
+                run_lbfgs(p.objective, p.x0, config.steps, tracker, state=state, align=save_every, lbfgs=lbfgs)
             elif config.optimizer == "lbfgs-scipy":
                 run_scipy_lbfgs(p.objective, p.x0, config.steps, tracker)
             else:
-                run_adam(p.objective.value_and_grad, p.x0[None], config.steps, tracker, config.learning_rate, state=state)
+                run_adam(p.objective.value_and_grad, p.x0[None], config.steps, tracker, adam=adam)
     except (KeyboardInterrupt, WriteError) as exc:  # Ctrl-C, or a --save-every image could not be written: keep the work
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracker.message = "interrupted; kept the best image so far"
@@ -151,11 +152,12 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
         tracker.close()
     best = tracker.best_image if tracker.best_image is not None else p.x0
     writes.note = tracker.message
-    return Result(image=inputs.finish(np.clip(best, 0.0, 1.0)), history=tracker.history, best_loss=tracker.best_loss,
+    return Result(image=inputs.result_image(np.clip(best, 0.0, 1.0)), history=tracker.history, best_loss=tracker.best_loss,
                   config=config, interrupted=interrupted, message=writes.message(), checkpoint=written, writes=writes)
 
 
-def finish(result: Result, output: str | os.PathLike | None = None, plot: str | os.PathLike | None = None) -> Result:
+def write_outputs(result: Result, output: str | os.PathLike | None = None,
+                  plot: str | os.PathLike | None = None) -> Result:
     """Return `result` after writing its image to `output` and its loss curves to `plot` (each if given; failures noted)."""
     writes = result.writes
     if output is not None:
@@ -166,6 +168,45 @@ def finish(result: Result, output: str | os.PathLike | None = None, plot: str | 
         writes("the plot", save_loss_plot, result.history, plot, f"Loss terms per step ({result.config.optimizer})")
     result.message = writes.message()
     return result
+
+
+def with_detail(coarse: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Return `coarse` upsampled to `content`'s shape plus the content detail the coarse scale could not hold."""
+    hw = content.shape[:2]
+    low = resize(resize(content, coarse.shape[:2]), hw)
+    return np.clip(resize(coarse, hw) + (content - low), 0.0, 1.0).astype(np.float32)
+
+
+def coarse_to_fine(config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray], x0: np.ndarray,
+                   blend: Sequence[float] | None = None, weights: str | os.PathLike | None = None,
+                   objective=None, history: list | None = None) -> np.ndarray:
+    """Return a full-size start image after L-BFGS at each of `config.scales` (coarse to fine) from `x0`.
+
+    Content and styles are shrunk by the same factor at each scale (the style's scale relative to the image is
+    kept). `objective`: the caller's coarse Objective for `config` (its targets are reset at each scale), else one
+    is built at the first scale; `history` collects (scale, best loss) pairs.
+    """
+    x = x0
+    for side in config.scales:
+        factor = side / max(content.shape[:2])
+        hw = tuple(max(16, round(d * factor)) for d in content.shape[:2])
+        c = resize(content, hw)
+        s = [resize(img, tuple(max(16, round(d * factor)) for d in img.shape[:2])) for img in styles]
+        if objective is None:
+            objective = build_objective(config.replace(size=side, scales=()), c, s, blend, weights)
+        else:
+            objective.set_content(c[None])
+            objective.set_style([img[None] for img in s], blend)
+        start = resize(np.clip(x, 0.0, 1.0), hw) if x.shape[:2] != hw else x
+        if x is not x0:
+            start = with_detail(x, c)
+        tracker = Tracker(config.scale_steps, None, False, f"lbfgs {hw[1]}x{hw[0]}")  # the same L-BFGS as stylize
+        run_lbfgs(objective, start.astype(np.float32), config.scale_steps, tracker)
+        tracker.close()
+        x = tracker.best_image if tracker.best_image is not None else start
+        if history is not None:
+            history.append((side, tracker.best_loss))
+    return with_detail(x, content) if x is not x0 else x0
 
 
 RESUME_FREE = ("steps", "learning_rate", "precision", "tol")  # how long and how a resumed run computes may change
