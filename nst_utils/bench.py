@@ -12,8 +12,9 @@ objective value printed is the full-size objective; the final images are re-eval
 One row per optimiser: evaluations and seconds to the tutorial's final objective, the objective at equal time, and
 host milliseconds per evaluation: the optimiser's own wall time per evaluation, outside the value-and-gradient
 graph, at this image size (`optimizer_ms_per_eval`: the same optimiser on a separable quadratic of the image's shape,
-which costs next to nothing, minus that quadratic's own time). The last line is `speedup X.Yx`: the tutorial's wall time divided by the time the default optimiser
-takes to reach the tutorial's final objective (0.0x when it does not reach it within its budget).
+which costs next to nothing, minus that quadratic's own time). The last line is `speedup X.Yx`: the tutorial's wall
+time divided by the time the default optimiser takes to reach the tutorial's final objective (0.0x when it does not
+reach it within its budget).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import NSTError, StyleConfig
-from .inputs import Inputs
 from .images import atomic_write
+from .inputs import Inputs
 
 VERSION = 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 
 class NSTError(Exception):
@@ -74,7 +74,7 @@ def layer_shapes(height: int, width: int, deepest: str = LAYERS[-1]) -> list[tup
 CONTENT_LAYERS = ("block5_conv2",)
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")  # Gatys et al. 2015
 SEED_STYLE_LAYERS = ("block1_conv1", "block3_conv1", "block5_conv1")  # the original write-up's three
-OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # "lbfgs": projected L-BFGS in TensorFlow; "lbfgs-scipy": scipy's L-BFGS-B
+OPTIMIZERS = ("lbfgs", "lbfgs-scipy", "adam")  # projected L-BFGS in TensorFlow, scipy's L-BFGS-B, the tutorial's Adam
 INITS = ("content", "noise", "style")
 PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
 STYLE_STATISTICS = ("gram", "wasserstein")  # objective.STATISTICS: Gram matrices (Gatys), or Gaussians' W2 distance
@@ -95,33 +95,67 @@ def check_blend(blend) -> tuple[float, ...]:
     return b
 
 
+def option(help: str, *, choices: Sequence[str] | None = None, kind: str | None = None, metavar: str | None = None,
+           aliases: tuple[str, ...] = (), group: str | None = None, sweep: bool = True) -> dict:
+    """Return a StyleConfig field's metadata for the `nst` option made from it (`cli.add_config_options`).
+
+    The option is `--<field-name>` (plus `aliases`); its type comes from the field's annotation, refined by `kind`
+    ("positive_int", "weight": a finite float >= 0, "positive_float"); `group` files it under a help heading;
+    `sweep=False` keeps it off `nst sweep` (which varies it, or has no use for it). A field without metadata gets
+    no option.
+    """
+    return {"help": help, "choices": tuple(choices) if choices else None, "kind": kind, "metavar": metavar,
+            "aliases": aliases, "group": group, "sweep": sweep}
+
+
 @dataclass(frozen=True)
 class StyleConfig:
-    """Everything that decides a stylization; the defaults are the TensorFlow tutorial's objective."""
+    """Everything that decides a stylization; the defaults are the TensorFlow tutorial's objective.
 
-    size: int = 512
-    steps: int = 300
-    optimizer: str = "lbfgs"
-    alpha: float = 1e4
-    beta: float = 1e-2
-    tv: float = 30.0
-    content_layers: tuple[str, ...] = CONTENT_LAYERS
-    style_layers: tuple[str, ...] = STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] | None = None
-    init: str = "content"
-    seed: int | None = 0
-    pooling: str = "max"
-    learning_rate: float = 0.02
-    tol: float | None = None  # stop when the objective falls by less than this (relative) over 20 evaluations; None: off
-    style_blend: tuple[float, ...] | None = None  # one weight per style image, normalised; None: equal
-    style_scale: float = 1.0  # style images' long side = style_scale * size
-    style_layer_weight_exp: float | None = None  # layer i weighs exp**i (normalised), as anishathalye/neural-style
-    preserve_colors: str | None = None  # None, "luminance" or "histogram"
+    Each field's metadata (`option`) makes its `nst stylize` / `nst sweep` option.
+    """
+
+    size: int = field(default=512, metadata=option("long side of the output in px", kind="positive_int"))
+    steps: int = field(default=300, metadata=option("loss evaluations / optimiser steps", kind="positive_int"))
+    optimizer: str = field(default="lbfgs", metadata=option(
+        "lbfgs: projected L-BFGS in TensorFlow (on the GPU if there is one); lbfgs-scipy: scipy's L-BFGS-B on the "
+        "host, the reference (not in sweeps); adam: the TensorFlow tutorial's", choices=OPTIMIZERS))
+    alpha: float = field(default=1e4, metadata=option("content weight", kind="weight"))
+    beta: float = field(default=1e-2, metadata=option("style weight", kind="weight", sweep=False))
+    tv: float = field(default=30.0, metadata=option("total variation weight", kind="weight"))
+    content_layers: tuple[str, ...] = field(default=CONTENT_LAYERS, metadata=option("content layers", metavar="LAYER"))
+    style_layers: tuple[str, ...] = field(default=STYLE_LAYERS, metadata=option("style layers", metavar="LAYER"))
+    style_layer_weights: tuple[float, ...] | None = field(default=None, metadata=option(
+        "one weight per style layer (normalised)", kind="weight", metavar="W", sweep=False))
+    init: str = field(default="content", metadata=option("starting image", choices=INITS))
+    seed: int | None = field(default=0, metadata=option("random seed"))
+    pooling: str = field(default="max", metadata=option("VGG19 pooling", choices=POOLINGS))
+    learning_rate: float = field(default=0.02, metadata=option("Adam learning rate", kind="weight", aliases=("--lr",)))
+    tol: float | None = field(default=None, metadata=option(
+        "stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)",
+        metavar="TOL", sweep=False))
+    style_blend: tuple[float, ...] | None = field(default=None, metadata=option(
+        "one blend weight per style image (normalised; default equal)", kind="weight", metavar="W", group="controls",
+        sweep=False))
+    style_scale: float = field(default=1.0, metadata=option(  # style images' long side = style_scale * size
+        "style images' long side relative to --size", kind="positive_float", group="controls"))
+    style_layer_weight_exp: float | None = field(default=None, metadata=option(  # as anishathalye/neural-style
+        "weigh style layer i by E**i (normalised); E > 1 favours deep layers", kind="positive_float", metavar="E",
+        group="controls", sweep=False))
+    preserve_colors: str | None = field(default=None, metadata=option(
+        "keep the content's colours: luminance-only transfer, or match the style's colour histogram "
+        "(mean/covariance) to the content first", choices=PRESERVE_COLORS, group="controls"))
     scales: tuple[int, ...] = ()  # coarse-to-fine: long sides optimised first (ascending, each < size); () is off
     scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
-    precision: str = "auto"  # VGG19 convolutions: "float32", "bfloat16", or "auto" (bfloat16 where it runs faster)
-    normalize_vgg: bool = False  # Gatys et al.'s VGG19: every channel scaled to mean activation 1 (see NORMALIZED)
-    style_statistic: str = "gram"  # what the style term matches per layer: one of STYLE_STATISTICS
+    precision: str = field(default="auto", metadata=option(
+        "VGG19 convolutions in float32 or bfloat16; auto: bfloat16 where a probe shows it faster", choices=PRECISIONS))
+    normalize_vgg: bool = field(default=False, metadata=option(
+        "Gatys et al.'s VGG19: every channel divided by its mean activation over the registry's six images (factors "
+        "computed once and cached); also switches the defaults of --pooling, --alpha, --beta and --tv"))
+    style_statistic: str = field(default="gram", metadata=option(
+        "what the style term matches in each style layer: gram, Gatys et al.'s Gram matrices; wasserstein, the "
+        "features as a Gaussian (mean and covariance) matched by the 2-Wasserstein distance, whose values scale "
+        "differently (give it its own --beta)", choices=STYLE_STATISTICS))
 
     def __post_init__(self) -> None:
         """Validate every field, raising NSTError with one clear line."""
@@ -197,7 +231,7 @@ class StyleConfig:
 
     @classmethod
     def normalized(cls, **changes) -> "StyleConfig":
-        """Return a config for Gatys et al.'s normalised VGG19 with average pooling and its measured weights (NORMALIZED)."""
+        """Return a config for Gatys et al.'s normalised VGG19, average pooling and the weights found for it."""
         return cls(**{**NORMALIZED, **changes})
 
     def replace(self, **changes) -> "StyleConfig":

@@ -170,7 +170,7 @@ def shuffle_positions(features: np.ndarray, seed: int = 0) -> np.ndarray:
 def loss_table(reference: np.ndarray, candidates: dict[str, np.ndarray], content_layer: str = "block5_conv2",
                style_layers: Sequence[str] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
                weights: str | os.PathLike | None = None) -> list[dict]:
-    """Return one row per candidate image: its unweighted content, style (mean over layers) and TV against the reference."""
+    """Return one row per candidate image: unweighted content, style (mean over layers) and TV against the reference."""
     ext = get_extractor((content_layer, *style_layers), "max", weights)
     ref = ext(np.asarray(reference, np.float32)[None])
     rows = []
@@ -187,7 +187,7 @@ def loss_table(reference: np.ndarray, candidates: dict[str, np.ndarray], content
 
 def gram_magnitudes(content: np.ndarray, style: np.ndarray, layers: Sequence[str], pooling: str = "max",
                     normalize: bool = False, weights: str | os.PathLike | None = None) -> dict[str, dict[str, float]]:
-    """Return {layer: {"gram": mean |Gram entry| of the style image, "style loss": unweighted style loss content vs style}}."""
+    """Return {layer: {"gram": mean |Gram entry| of the style image, "style loss": unweighted, content vs style}}."""
     ext = get_extractor(layers, pooling, weights, "float32", normalize)
     fc, fs = (ext(np.asarray(x, np.float32)[None]) for x in (content, style))
     return {n: {"gram": float(tf.reduce_mean(tf.abs(gram_matrix(fs[n])))),

@@ -14,8 +14,8 @@ from . import assets, plots
 from .config import GRID_RATIOS, STYLE_LAYERS, StyleConfig, paper_alpha_over_beta, short_name
 from .explore import matched_style_weights
 from .images import as_image
-from .run import Result
 from .plots import plt  # pyplot after plots' backend guard
+from .run import Result
 from .sweep import cumulative_layer_weights, grid_settings, sweep
 
 PAIR_LAYERS = ("block1_conv1", "block5_conv1")

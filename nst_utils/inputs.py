@@ -13,7 +13,7 @@ from .images import as_image, prepare_colours, resize, restore_colours
 
 @dataclass
 class Inputs:
-    """The arrays a run optimises against (content and styles as VGG19 sees them) and how to finish its output."""
+    """The arrays a run optimises against (content and styles as VGG19 sees them) and what its result needs."""
 
     content: np.ndarray
     styles: list[np.ndarray]

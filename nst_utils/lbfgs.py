@@ -10,8 +10,8 @@ run fixes the image's objective scale (max |gradient| / first_step, so the first
 `first_step`); afterwards the trial is accepted on the projected Armijo condition f(x_t) <= f(x) + c g.(x_t - x),
 else t is halved. On acceptance the pair (x_t - x, g_t - g) is stored if s.y > eps (curvature check), and the next
 direction is the L-BFGS (two-loop recursion) direction, in its compact matrix form, on the free variables (a variable
-at a bound whose gradient points outward is held); a non-descent direction or too many backtracks clear the memory and restart with steepest descent, whose step
-again moves no pixel by more than `first_step`.
+at a bound whose gradient points outward is held); a non-descent direction or too many backtracks clear the memory
+and restart with steepest descent, whose step again moves no pixel by more than `first_step`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ MAX_BACKTRACKS = 20  # halvings of one step before the memory is cleared and ste
 
 
 def objective_scale(gradient, first_step: float = FIRST_STEP) -> tf.Tensor:
-    """Return each image's objective divisor (max |gradient| / first_step, rows of a (B, n) gradient): a unit step moves <= first_step."""
+    """Return each image's objective divisor, max |gradient| / first_step over the rows of a (B, n) gradient (so a
+    unit step moves no pixel by more than first_step)."""
     if first_step <= 0:
         return tf.ones(tf.shape(gradient)[:1], tf.float32)
     return tf.maximum(tf.cast(tf.reduce_max(tf.abs(gradient), axis=1), tf.float32) / first_step, 1e-30)
@@ -143,7 +144,7 @@ class ProjectedLBFGS:
         return -tf.where(free, hq, 0.0)
 
     def _remember(self, s: tf.Tensor, y: tf.Tensor, store: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
-        """Write (s, y) into slot `head` of the images that store a pair; update their S'Y and Y'Y row and column; return True."""
+        """Write (s, y) into slot `head` of the images that store a pair, update their S'Y and Y'Y; return True."""
         b, m = self.shape[0], self.memory
         at = tf.stack([tf.range(b), head], axis=1)
         for hist, new in ((self.s_hist, s), (self.y_hist, y)):
@@ -211,7 +212,8 @@ class ProjectedLBFGS:
         return {k: tf.convert_to_tensor(terms[k], tf.float32) for k in self.terms}, tf.reduce_all(finite)
 
     def _iterate(self, k: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-        """Return ({term: (n, batch) values of each evaluation}, n) after up to k evaluations (fewer on a non-finite one)."""
+        """Return ({term: (n, batch) values of each evaluation}, n) after up to k evaluations (fewer on a non-finite
+        one)."""
         arrays = {name: tf.TensorArray(tf.float32, size=0, dynamic_size=True) for name in self.terms}
 
         def body(i, ok, arrays):

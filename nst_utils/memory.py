@@ -1,6 +1,6 @@
 """Memory: estimate what a run needs from the image size and refuse, with the largest size that fits, before starting.
 
-The model (calibrated on CPU against the peak RSS of `nst stylize` at several sizes, see `estimate_bytes`):
+The model (fitted on CPU to the peak RSS of `nst stylize` at several sizes; the README's layout section has the fit):
 
     peak = BASE + ACTIVATION_FACTOR * (VGG19 activations up to the deepest layer, float32)
                 + (2 * maxcor + LBFGS_EXTRA_VECTORS) * 3HW * 8 bytes        (scipy's L-BFGS-B, float64)
@@ -8,10 +8,8 @@ The model (calibrated on CPU against the peak RSS of `nst stylize` at several si
 
 `BASE` is TensorFlow, the VGG19 weights and Python; ACTIVATION_FACTOR covers what the forward pass keeps for the
 backward pass (convolution inputs and ReLU outputs), the gradients flowing back, and the style image's forward pass.
-Both share the same H*W scaling, so they were fitted together: peak RSS of `nst stylize` (L-BFGS, default layers, CPU,
-TF 2.21, square images) measured 811 MiB at 128 px, 973 MiB at 256 px, 1347 MiB at 384 px and 2336 MiB at 640 px after
-4 steps, and 1084 MiB at 256 px and 1492 MiB at 384 px after 30 steps, once the L-BFGS history is full; the model
-gives 842, 1118, 1578 and 3049 MiB: 3-6 % above the full-history peaks, up to 30 % above the 4-step ones. GPU runs keep activations on the device and are not checked here.
+Both share the same H*W scaling, so they were fitted together. GPU runs keep activations on the device and are not
+checked here.
 """
 
 from __future__ import annotations
@@ -98,7 +96,8 @@ def check(height: int, width: int, config) -> int:
 
 
 def source_shape(source, size: int) -> tuple[int, int] | None:
-    """Return the (height, width) `source` (array, path, registry name or None for the default) will have at `size`, reading only a file's header; None if unknown."""
+    """Return the (height, width) `source` (array, path, registry name or None for the default) will have at `size`,
+    reading only a file's header; None if unknown."""
     if hasattr(source, "shape"):
         shape = tuple(np.shape(source))
         return fit_long_side(shape[-3:-1], size) if len(shape) >= 3 else None
@@ -112,6 +111,7 @@ def source_shape(source, size: int) -> tuple[int, int] | None:
 
 
 def check_source(source, config) -> int:
-    """Return the estimated bytes of stylizing `source` with `config` (0 if its size is unknown), raising NSTError if it cannot fit."""
+    """Return the estimated bytes of stylizing `source` with `config` (0 if its size is unknown); raise NSTError if
+    it cannot fit."""
     shape = source_shape(source, config.size)
     return check(*shape, config) if shape else 0

@@ -14,7 +14,15 @@ import tensorflow as tf
 
 from . import assets
 from .config import (
-    CHANNELS, CONV_LAYERS, FLOAT32_LAYERS, LAYERS, NSTError, check_layers, check_pooling, check_precision, depth,
+    CHANNELS,
+    CONV_LAYERS,
+    FLOAT32_LAYERS,
+    LAYERS,
+    NSTError,
+    check_layers,
+    check_pooling,
+    check_precision,
+    depth,
 )
 from .host import best_seconds
 from .images import atomic_write, load_image, preprocess
@@ -70,7 +78,7 @@ def _auto_precision() -> str:
 
 
 def resolve_precision(precision: str = "auto") -> str:
-    """Return "float32" or "bfloat16"; "auto" picks bfloat16 only where a probe convolution runs >= 1.3x faster in it."""
+    """Return "float32" or "bfloat16"; "auto" picks bfloat16 where a probe convolution runs >= 1.3x faster in it."""
     return _auto_precision() if check_precision(precision) == "auto" else precision
 
 
@@ -125,7 +133,7 @@ def _means_path(pooling: str, weights_path: Path) -> Path:
 
 @functools.cache
 def channel_means(pooling: str = "max", weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Return {conv layer: (C,) mean activation} over REFERENCE_IMAGES, read from the disk cache or computed once there."""
+    """Return {conv layer: (C,) mean activation} over REFERENCE_IMAGES, from the disk cache or computed once there."""
     path = _means_path(pooling, assets.weights_path(weights))
     if path.is_file():
         with np.load(path) as f:
@@ -169,7 +177,7 @@ class FeatureExtractor:
         self._graph = tf.function(self._features, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
 
     def _features(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Return {layer name: activation} for a float32 batch of RGB images in [0, 1] (per-channel scaled if normalised)."""
+        """Return {layer name: activation} for a float32 batch of RGB images in [0, 1] (channels scaled if normalised)."""
         feats = self.model(preprocess(image), training=False)
         return {n: f * self.scales[n] for n, f in feats.items()} if self.normalize else feats
 
@@ -179,7 +187,7 @@ class FeatureExtractor:
 
     def covers(self, layers: Sequence[str], pooling: str = "max", precision: str = "float32",
                normalize: bool = False) -> bool:
-        """Return True if this extractor already outputs all of `layers` with this pooling, precision and normalisation."""
+        """Return True if this extractor already outputs all of `layers` with this pooling, precision, normalisation."""
         return (pooling == self.pooling and resolve_precision(precision) == self.precision
                 and bool(normalize) == self.normalize and set(layers) <= set(self.layers))
 
@@ -189,7 +197,8 @@ _EXTRACTORS: dict[tuple, FeatureExtractor] = {}
 
 def get_extractor(layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None,
                   precision: str = "float32", normalize: bool = False) -> FeatureExtractor:
-    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling, precision, normalisation)."""
+    """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling, precision and
+    normalisation)."""
     precision = resolve_precision(precision)
     for (_, _, source, _, _), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
         if source == str(weights) and ext.covers(layers, pooling, precision, normalize) and \

@@ -197,7 +197,7 @@ class Objective:
             feats = self.extractor(img)
             for n in self.style_layers:
                 s = self.statistic.describe(feats[n])
-                part = tf.nest.map_structure(lambda t: (b / total) * t, s)
+                part = tf.nest.map_structure(lambda t, share=b / total: share * t, s)
                 stats[n] = part if stats[n] is None else tf.nest.map_structure(tf.add, stats[n], part)
         for n in self.style_layers:
             _store(self.style_targets, n, self.statistic.target(stats[n]))
@@ -274,8 +274,8 @@ class GuidedObjective(Objective):
         """Return the region-guided style term of layer `name`: each region's distance weighted by its area."""
         stats = self.statistic.describe(features, tf.square(self.guides[name]))  # (batch, R, ...)
         target = self.style_targets[name]  # (R, ...)
-        per_region = tf.stack([self.statistic.distance(tf.nest.map_structure(lambda t: t[:, r], stats),
-                                                       tf.nest.map_structure(lambda t: t[r][None], target))
+        per_region = tf.stack([self.statistic.distance(tf.nest.map_structure(lambda t, r=r: t[:, r], stats),
+                                                       tf.nest.map_structure(lambda t, r=r: t[r][None], target))
                                for r in range(self.guides[name].shape[0])], -1)  # (batch, R)
         return tf.reduce_sum(per_region * self.region_weights[name], -1)
 

@@ -52,7 +52,7 @@ class Tracker:
         self.record(images[0], terms)
 
     def record_chunk(self, terms: dict[str, np.ndarray], image: Callable[[], np.ndarray]) -> bool:
-        """Record n evaluations (terms: one (n,) or (n, 1) array each) and notify once; return False if one is not finite.
+        """Record n evaluations (terms: one (n,) or (n, 1) array each), notify once; return False if one is not finite.
 
         The best image stays with the optimiser; `image()` fetches the latest evaluated one only if a callback wants it.
         """
@@ -93,7 +93,7 @@ class Tracker:
             self.message = f"converged: the objective fell by less than tol={self.tol:g} over {TOL_WINDOW} evaluations"
 
     def snapshot(self, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict[str, list[float]], list[np.ndarray]]:
-        """Return (current image, best image, best loss, history copy, optimiser arrays); `start` stands in for no image yet."""
+        """Return (current image, best image, best loss, history copy, optimiser arrays); `start` if no image yet."""
         best = self.best_image if self.best_image is not None else start
         image, opt = self.state() if self.state is not None else (best, [])
         return image, best, float(self.best_loss), {k: list(v) for k, v in self.history.items()}, list(opt)

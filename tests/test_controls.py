@@ -11,8 +11,8 @@ import pytest
 from nst_utils import StyleConfig, gram_matrix, optimizers, stylize
 from nst_utils import images as colour
 from nst_utils.checkpoint import load
-from nst_utils.inputs import normalised_blend, prepare_inputs
 from nst_utils.images import resize
+from nst_utils.inputs import normalised_blend, prepare_inputs
 from nst_utils.objective import build_objective
 
 FAST = dict(size=64, progress=False)

@@ -3,11 +3,10 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from conftest import synthetic_image
 
 import nst_utils as nst
 from nst_utils import explore, plots
-
-from conftest import synthetic_image
 
 
 def test_short_name():

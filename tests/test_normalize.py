@@ -8,12 +8,11 @@ import tensorflow as tf
 from nst_utils import assets as data
 from nst_utils import model
 from nst_utils.cli import build_parser, weight_settings
-from nst_utils.config import GRID_RATIOS, NORMALIZED, StyleConfig, network_defaults, paper_alpha_over_beta
-from nst_utils.explore import grid_distances, gram_magnitudes
+from nst_utils.config import CONV_LAYERS, GRID_RATIOS, NORMALIZED, StyleConfig, network_defaults, paper_alpha_over_beta
+from nst_utils.explore import gram_magnitudes, grid_distances
 from nst_utils.images import as_image, load_image, preprocess
 from nst_utils.model import get_extractor
 from nst_utils.sweep import cumulative_layer_weights, grid_settings, sweep
-from nst_utils.config import CONV_LAYERS
 
 
 @pytest.fixture(scope="module")

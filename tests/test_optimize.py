@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import nst_utils.run as opt
 import nst_utils.optimizers as optimizers
+import nst_utils.run as opt
 from nst_utils import StyleConfig, stylize
 from nst_utils.objective import initial_image
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_utils import NSTError, StyleConfig, stylize
-from nst_utils import bench
+from nst_utils import NSTError, StyleConfig, bench, stylize
 from nst_utils.objective import build_objective
 from nst_utils.run import coarse_to_fine, with_detail
 

@@ -114,7 +114,6 @@ def test_lbfgs_sweep_traces_once_across_weight_changes_and_refuses_scipy(content
 
     engine = widgets.PreviewEngine(content_image, style_image, size=32, ratios=RATIOS)
     engine.precompute(steps=3)
-    objective = engine.objective
     engine.refine(engine.current, steps=3)
     opt_ = engine.lbfgs  # the engine's own L-BFGS, kept across its refinements
     engine.update(1e4, 1.0, 30.0, steps=3)  # new weights, a new run: the same trace
