@@ -23,6 +23,7 @@ from .config import NSTError
 
 REGISTRY = "registry.json"  # package data of nst_utils: travels with every install (wheel, sdist, editable)
 DATA_DIR_ENV = "NST_DATA_DIR"
+DOWNLOAD_TIMEOUT_S = 15.0  # a download that stops sending for this long fails (one line), as the weights' do
 CACHE_DIR_ENV = "NST_CACHE_DIR"
 
 
@@ -109,9 +110,11 @@ def image_path(name: str | os.PathLike, *, download: bool = True) -> Path:
         raise NSTError(f"image {name!r} is not downloaded yet; run `nst fetch` or set {DATA_DIR_ENV}")
     import pooch
 
+    pooch.get_logger().setLevel("WARNING")  # no "Downloading data from ..." line: nst prints one line per outcome
     try:
         got = pooch.retrieve(
-            entry["url"], known_hash=f"sha256:{entry['sha256']}", fname=str(name), path=cache_dir(), progressbar=False
+            entry["url"], known_hash=f"sha256:{entry['sha256']}", fname=str(name), path=cache_dir(),
+            downloader=pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT_S),
         )
     except Exception as exc:  # network errors, hash mismatch: one line for the user
         raise NSTError(

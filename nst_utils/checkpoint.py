@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -62,10 +63,12 @@ def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
 def load(path: str | os.PathLike) -> Checkpoint:
     """Return the Checkpoint stored at `path`, or raise NSTError saying why it cannot be used."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise NSTError(f"checkpoint {p} does not exist; give the .ckpt.npz an interrupted run wrote (its path was printed)")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with open(p, "rb") as f:  # read whole: a pipe or FIFO works too (a zip needs seeking)
+            raw = io.BytesIO(f.read())
+        with np.load(raw, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("version") != VERSION:
                 raise NSTError(f"checkpoint {p} has version {meta.get('version')}, this nst_utils reads version {VERSION}; "

@@ -1,13 +1,13 @@
-"""The `nst` command: stylize, fetch, info. Errors print one line (a traceback only with --debug)."""
+"""The `nst` command: stylize, sweep, fetch, info. Errors print one line (a traceback only with --debug)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,9 +17,10 @@ from .config import (
     CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, PRECISIONS, PRESERVE_COLORS, RAW_GRID_RATIOS, STYLE_LAYERS, NSTError,
     StyleConfig, network_defaults,
 )
+from .checkpoint import checkpoint_path
 from .host import import_tensorflow, peak_memory_mb
-from .images import save_image, write_text
-from .progress import Writes
+from .images import check_output, save_image, write_text
+from .progress import Writes, check_outputs
 
 # Only argparse-level modules above (no TensorFlow, h5py or matplotlib): `nst --help` and argument errors answer
 # at once. Each command imports the engine inside its function, the documented exception to module-level imports.
@@ -199,21 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def ensure_writable(path: str | os.PathLike) -> Path:
-    """Return `path` after checking that its folder can be created and written to, before any work is done."""
-    p = Path(path)
-    if p.is_dir():
-        raise NSTError(f"output {p} is a directory; give a file name such as {p / 'result.png'}")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".nst-write-check-"):
-            pass
-    except OSError as exc:
-        blocker = next((a for a in p.parents if a.exists()), None)
-        if blocker is not None and not blocker.is_dir():
-            raise NSTError(f"cannot write {p}: {blocker} is a file, not a folder; choose another --output") from exc
-        raise NSTError(f"cannot write to {p.parent} ({exc.strerror or exc}); choose another --output") from exc
-    return p
+CLI_FLAGS = {"output": "--output", "plot": "--plot", "checkpoint": "--checkpoint", "log": "--log",
+             "save_every": "--output (or --save-every)"}  # the option each output comes from, for check_outputs
 
 
 def report_failed_writes(writes: Writes) -> bool:
@@ -235,10 +223,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                          tol=args.tol, style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
                          style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
     config = None if args.resume else StyleConfig(**config_kwargs)  # resuming: the checkpoint's
-    out = ensure_writable(args.output)
-    for extra in (args.log, args.plot):
-        if extra:
-            ensure_writable(extra)
+    out = Path(args.output)
+    check_outputs(output=out, save_every=args.save_every, plot=args.plot, log=args.log,
+                  checkpoint=args.checkpoint or checkpoint_path(out), flags=CLI_FLAGS)  # before any work
     if args.styles and args.style:
         raise NSTError("give the style images either positionally or with --style, not both")
     controls = dict(output=out, save_every=args.save_every, plot=args.plot, checkpoint=args.checkpoint)
@@ -250,11 +237,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         given = getattr(args, GIVEN, frozenset())  # every config flag typed is applied or refused, never dropped
         overrides = {name: value for name, value in config_kwargs.items() if FLAG_OF.get(name, name) in given}
         result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, callback=INTERRUPTS.check,
-                         **controls, **overrides)
+                         during_run=INTERRUPTS.deferred(), **controls, **overrides)
         config = result.config
     else:
         result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,
-                         style_mask=args.style_mask, callback=INTERRUPTS.check, **controls)
+                         style_mask=args.style_mask, callback=INTERRUPTS.check, during_run=INTERRUPTS.deferred(),
+                         **controls)
     if args.log:
         result.writes("the log", write_text, json.dumps({"config": config.to_dict(), "timings": result.timings,
                                                          "best_loss": result.best_loss, "interrupted": result.interrupted,
@@ -273,9 +261,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 1 if result.message.startswith("loss became") else 0
 
 
+def _cell_name(i: int, cols: int) -> str:
+    """Return the file name of a sweep's i-th image in a grid of `cols` columns (r<row>_c<column>.png)."""
+    return f"r{i // cols}_c{i % cols}.png"
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a batched sweep from the command line and write its grid; return the exit code."""
-    out = ensure_writable(args.output)
+    out = check_output(args.output, flag="--output")
     config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer,
                          **weight_settings(args, network_defaults(args.normalize_vgg)),
                          style_layers=tuple(args.style_layers), precision=args.precision)
@@ -283,11 +276,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .plots import cumulative_labels, save_figure, sweep_grid  # matplotlib and the engine: once the arguments are checked
     from .sweep import cumulative_layer_weights, grid_settings, sweep
     ratios = args.ratios or (GRID_RATIOS if config.normalize_vgg else RAW_GRID_RATIOS)
-    n = len(config.style_layers)
+    n, cols = len(config.style_layers), len(ratios)
     rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
+    if args.save_dir:
+        for i in range(len(rows) * cols):
+            check_output(Path(args.save_dir) / _cell_name(i, cols), flag="--save-dir")
     results = sweep(args.content, args.style, config, grid_settings(rows, ratios, config.alpha),
-                    progress=not args.quiet, weights=args.weights, callback=INTERRUPTS.check)
-    cols = len(ratios)
+                    progress=not args.quiet, weights=args.weights, callback=INTERRUPTS.check,
+                    during_run=INTERRUPTS.deferred())
     labels = cumulative_labels(config.style_layers) if args.cumulative_layers else ["all style layers"]
     fig = sweep_grid(results, ratios, labels,
                      title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
@@ -296,8 +292,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     writes("the grid", save_figure, fig, out)
     if args.save_dir:
         for i, r in enumerate(results):
-            name = f"r{i // cols}_c{i % cols}.png"
-            writes(name, save_image, r.image, Path(args.save_dir) / name)
+            writes(_cell_name(i, cols), save_image, r.image, Path(args.save_dir) / _cell_name(i, cols))
     if report_failed_writes(writes):
         return EXIT_ERROR
     print(f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
@@ -333,21 +328,36 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 class Interrupts:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM) as a stop at the run's next progress callback, between compiled calls.
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM): at once, except while the optimiser runs, where they stop the run at its
+    next progress callback (between compiled calls), so it keeps its best image and writes its checkpoint.
 
-    A KeyboardInterrupt raised at an arbitrary point inside TensorFlow's Python layer can leave it hanging or
-    crashing; raised from the callback, the run stops cleanly and keeps its best image. A second signal stops at once.
+    A KeyboardInterrupt raised at an arbitrary point inside a compiled TensorFlow call can leave it hanging; raised
+    from the callback, the run stops cleanly. Before the first evaluation (reading inputs, a download, building the
+    network) and after the last (writing outputs) there is nothing to keep: the signal stops `nst` at once, and an
+    output being written is left as it was (atomic writes). A second signal always stops at once.
     """
 
     def __init__(self) -> None:
         self.signals: list[int] = []
+        self.deferring = False
 
     def handler(self, signum: int, frame) -> None:
-        """Note the signal (raise KeyboardInterrupt now if one came before)."""
+        """Note the signal; raise KeyboardInterrupt now unless a run is between compiled calls (and it is the first)."""
         self.signals.append(signum)
-        if len(self.signals) > 1:
+        if not self.deferring or len(self.signals) > 1:
             raise KeyboardInterrupt
         print("\nnst: stopping after the current step (press Ctrl-C again to stop at once)", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Return a context (for stylize's `during_run`) inside which a first signal waits for the next callback."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.signals:  # a signal during the last call, which then ended: stop as the callback would have
+            raise KeyboardInterrupt
 
     def check(self, *progress) -> None:
         """A stylize/sweep callback: raise KeyboardInterrupt if a signal is pending."""
@@ -364,12 +374,37 @@ INTERRUPTS = Interrupts()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `nst`; return the process exit code."""
+    """Entry point of `nst`; return the process exit code (or, after a signal, exit at once with it)."""
     args = build_parser().parse_args(argv)
     command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
     INTERRUPTS.signals.clear()
+    INTERRUPTS.deferring = False
     old_handlers = {sig: signal.signal(sig, INTERRUPTS.handler) for sig in (signal.SIGINT, signal.SIGTERM)} \
         if threading.current_thread() is threading.main_thread() else {}
+    try:
+        code = _run(command, args)
+    finally:
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
+    if INTERRUPTS.signals and old_handlers:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit the process with `code` at once (never returns), without TensorFlow's seconds of interpreter shutdown.
+
+    Only after a signal, when every output has been written or left as it was: a job scheduler's one SIGTERM gets
+    an exit within its grace period.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _run(command, args: argparse.Namespace) -> int:
+    """Return the exit code of `command(args)`, every failure turned into one line on stderr."""
     try:
         code = command(args)
         return EXIT_TERMINATED if INTERRUPTS.terminated and code == EXIT_INTERRUPTED else code
@@ -391,6 +426,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"nst: error: out of memory ({str(exc).splitlines()[0][:120]}); try a smaller --size", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        for sig, old in old_handlers.items():
-            signal.signal(sig, old)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -61,7 +63,7 @@ def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarr
         raise NSTError(f"{p} is a directory, not an image file")
     if not p.exists():
         raise NSTError(f"image {p} does not exist")
-    if p.stat().st_size == 0:
+    if p.is_file() and p.stat().st_size == 0:  # a FIFO's size reads 0 too: it is read like a file
         raise NSTError(f"image {p} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
@@ -261,13 +263,55 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or (text.splitlines()[0] if text else type(exc).__name__)
 
 
-def _replace(p: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Return `p` after `write(file)` filled a temp file beside it that then replaced `p` in one rename."""
+class NotARegularFile(OSError):
+    """An output path that must not be replaced: a device, FIFO, socket, directory, or a link to nothing."""
+
+    def __init__(self, reason: str, path: Path):
+        super().__init__(errno.EEXIST, reason, str(path))
+        self.reason = reason
+
+
+def _kind(st: os.stat_result) -> str:
+    """Return what a file that is not a regular file is, in words ("a directory", "a FIFO", ...)."""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(st.st_mode):
+            return what
+    return "not a regular file"
+
+
+def write_target(path: str | os.PathLike) -> Path:
+    """Return the file a write to `path` replaces: `path`, or the file a symlink points to (the link is kept, as `cp` does).
+
+    Raise NotARegularFile if that exists and is not a regular file (a device, FIFO, socket or directory is never
+    replaced), or if a folder on the way is a symlink to nothing.
+    """
+    p = Path(path)
+    for folder in reversed(p.parents):
+        if folder.is_symlink() and not folder.exists():
+            raise NotARegularFile(f"its folder {folder} is a symlink to {os.readlink(folder)}, which does not exist", p)
+    target = Path(os.path.realpath(p)) if p.is_symlink() else p
+    if target.is_symlink():  # still a link after resolving: a loop
+        raise NotARegularFile("it is a symlink loop", p)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        st = target.stat()
+    except FileNotFoundError:
+        return target
+    except NotADirectoryError:
+        return target  # a file where a folder should be: the write says so
+    if not stat.S_ISREG(st.st_mode):
+        raise NotARegularFile(f"{'it' if target == p else f'its target {target}'} is {_kind(st)}, not a regular file", p)
+    return target
+
+
+def _replace(p: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Return `p` after `write(file)` filled a temp file beside its target that then replaced the target in one rename."""
+    target = write_target(p)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder should be: say so rather than "File exists"
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.parent)) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -276,7 +320,8 @@ def _replace(p: Path, write: Callable[[IO[bytes]], None]) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, p)
+        write_target(p)  # nothing took the target's place while we wrote (a FIFO made meanwhile is never replaced)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -302,16 +347,70 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     raise WriteError(p, reason, kept)
 
 
+@functools.cache
+def writable_formats() -> dict[str, str]:
+    """Return {extension: Pillow format} for every extension whose format Pillow writes an RGB image in."""
+    Image.init()
+    works: dict[str, bool] = {}
+    for fmt in sorted(set(Image.registered_extensions().values()) & set(Image.SAVE)):
+        try:  # a 16x16 RGB image, as the tool writes them; some formats need other modes or libraries
+            Image.new("RGB", (16, 16), (200, 100, 50)).save(io.BytesIO(), format=fmt)
+            works[fmt] = True
+        except Exception:  # noqa: BLE001 (any failure means: not a format for our outputs)
+            works[fmt] = False
+    return {ext: fmt for ext, fmt in sorted(Image.registered_extensions().items()) if works.get(fmt)}
+
+
 def image_format(path: str | os.PathLike) -> str:
-    """Return the Pillow format for a file name's extension (PNG when unknown or missing)."""
-    return Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    """Return the Pillow format for a file name's extension (PNG when it has none); raise NSTError if Pillow can't write it."""
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    formats = writable_formats()
+    if suffix not in formats:
+        common = [e for e in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif") if e in formats]
+        others = [e for e in formats if e not in common]
+        raise NSTError(f"{path}: {suffix} is not an image format Pillow writes; use one of {', '.join(common)} "
+                       f"(or {', '.join(others)})")
+    return formats[suffix]
 
 
-def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Return `path` after writing `image` ([0, 1] floats) there atomically, as PNG unless the extension says otherwise."""
+def check_output(path: str | os.PathLike, *, image: bool = True, flag: str = "output path") -> Path:
+    """Return `path` after checking, before any work, that a result can be written there; raise NSTError if not.
+
+    Refused, with one line naming `path` and ending "choose another `flag`": an existing target (after following a
+    symlink) that is not a regular file, an image output (`image=True`) whose extension is not a format Pillow
+    writes, a folder that cannot be created or written to.
+    """
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        raise NSTError(f"output {p} is a directory; give a file name such as {p / 'result.png'}")
+    try:
+        target = write_target(p)
+    except NotARegularFile as exc:
+        raise NSTError(f"cannot write {p}: {exc.reason}; choose another {flag}") from None
+    if image:
+        image_format(p)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".nst-write-check-"):
+            pass
+    except OSError as exc:
+        blocker = next((a for a in target.parents if a.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise NSTError(f"cannot write {p}: {blocker} is a file, not a folder; choose another {flag}") from exc
+        raise NSTError(f"cannot write to {target.parent} ({exc.strerror or exc}); choose another {flag}") from exc
+    return p
+
+
+def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike) -> Path:
+    """Return `path` after writing `image` ([0, 1] floats, or a PIL image) there atomically, in its extension's format."""
     fmt = image_format(path)
     extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    return atomic_write(path, lambda f: Image.fromarray(to_uint8(image)).save(f, format=fmt, **extra))
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))
+    if pil.mode not in ("RGB", "L") and fmt not in ("PNG", "WEBP", "TIFF", "GIF"):
+        pil = pil.convert("RGB")  # a figure's RGBA for formats without alpha (JPEG, BMP, ...)
+    return atomic_write(path, lambda f: pil.save(f, format=fmt, **extra))
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:

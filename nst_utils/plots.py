@@ -14,9 +14,10 @@ if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY") and "ipyke
     matplotlib.use("Agg")  # headless scripts and tests; notebooks keep their inline backend
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from .config import short_name  # noqa: E402
-from .images import atomic_write, to_uint8  # noqa: E402
+from .images import atomic_write, image_format, save_image, to_uint8  # noqa: E402
 
 TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "total": "black"}
 
@@ -86,10 +87,12 @@ def image_grid(images: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str]
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Return `path` after saving the figure there (PNG) atomically."""
+    """Return `path` after saving the figure there atomically, in its extension's image format (PNG when none)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    if image_format(path) == "PNG":
+        return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return save_image(Image.open(buf), path)
 
 
 def compare_histories(histories: dict[str, dict[str, Sequence[float]]], term: str = "total",
@@ -142,7 +145,7 @@ def titled_grid(images: Sequence[np.ndarray], titles: Sequence[str], title: str,
 
 
 def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, title: str = "Loss terms per step") -> Path:
-    """Return `path` after writing a plot of each weighted loss term per step there (PNG, atomically)."""
+    """Return `path` after writing a plot of each weighted loss term per step there atomically (PNG unless its extension says otherwise)."""
     fig = plot_history(history, title=title)
     try:
         return save_figure(fig, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,13 +11,33 @@ from pathlib import Path
 import numpy as np
 
 from .config import NSTError
-from .images import WriteError, save_image
+from .images import WriteError, check_output, save_image
 
 
 def intermediate_path(output: str | os.PathLike, step: int) -> Path:
     """Return the path of the image saved at `step` next to `output` (out.png -> out_0010.png)."""
     p = Path(output)
     return p.with_name(f"{p.stem}_{step:04d}{p.suffix or '.png'}")
+
+
+def check_outputs(*, output: str | os.PathLike | None = None, save_every: int | None = None,
+                  plot: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+                  log: str | os.PathLike | None = None, flags: dict[str, str] | None = None) -> None:
+    """Return None if every file a run would write can be written; else raise NSTError naming the first that can't.
+
+    Checked before any work (images.check_output): the result, the plot, the checkpoint, a log, and the existing
+    `--save-every` images beside the output. `flags` names each option in the message (default: the keyword).
+    """
+    names = flags or {}
+    for key, path, image in (("output", output, True), ("plot", plot, True), ("checkpoint", checkpoint, False),
+                             ("log", log, False)):
+        if path is not None:
+            check_output(path, image=image, flag=names.get(key, f"{key}="))
+    if save_every is not None and output is not None:
+        first = intermediate_path(output, 0)
+        pattern = glob.escape(str(first)).replace("0000", "[0-9][0-9][0-9][0-9]*")
+        for path in sorted(glob.glob(pattern)):  # images a previous run left: a FIFO among them is never replaced
+            check_output(path, flag=names.get("save_every", "save_every="))
 
 
 class SaveEvery:

@@ -9,6 +9,7 @@ shape-free variables, so the loss is traced once for all of them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -63,21 +64,26 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
             progress: bool = True, weights: str | os.PathLike | None = None, init_image: np.ndarray | None = None,
             style_mask=None, output: str | os.PathLike | None = None, save_every: int | None = None,
             plot: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-            resume: str | os.PathLike | None = None, **overrides) -> Result:
+            resume: str | os.PathLike | None = None, during_run: contextlib.AbstractContextManager | None = None,
+            **overrides) -> Result:
     """Return a Result: `content` restyled like `style` (paths, registry names or arrays, or a list of styles).
 
-    Controls beyond the config: `style_mask` (style 1 where white, style 2 where black), `output` (PNG written at
-    the end; intermediates and the interrupt checkpoint go beside it), `save_every` N steps, `plot` (loss curves
-    PNG), `checkpoint` (where Ctrl-C writes the run's state), `resume` (a checkpoint to continue).
+    Controls beyond the config: `style_mask` (style 1 where white, style 2 where black), `output` (an image written
+    at the end, in its extension's format; intermediates and the interrupt checkpoint go beside it), `save_every` N
+    steps, `plot` (loss curves image), `checkpoint` (where Ctrl-C writes the run's state), `resume` (a checkpoint to
+    continue), `during_run` (a context entered around the optimiser's loop: the `nst` CLI defers signals inside it).
+    Every output path is checked before any work (progress.check_outputs).
     """
     if save_every is not None and output is None:
         raise NSTError("save_every needs an output path: intermediate images are written next to it")
+    where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
+    progress_mod.check_outputs(output=output, save_every=save_every, plot=plot, checkpoint=where)
     t0 = time.perf_counter()
     run_plan = plan(content, style, config, weights=weights, init_image=init_image, style_mask=style_mask,
                     resume=resume, **overrides)
     t1 = time.perf_counter()
-    where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
-    result = run(run_plan, callback=callback, progress=progress, save_every=save_every, output=output, checkpoint=where)
+    result = run(run_plan, callback=callback, progress=progress, save_every=save_every, output=output, checkpoint=where,
+                 during_run=during_run)
     write_outputs(result, output=output, plot=plot)
     t2 = time.perf_counter()
     result.timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0}
@@ -111,10 +117,12 @@ def plan(content=None, style=None, config: StyleConfig | None = None, *, weights
 
 
 def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, save_every: int | None = None,
-        output: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None) -> Result:
+        output: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+        during_run: contextlib.AbstractContextManager | None = None) -> Result:
     """Return the Result of running the plan's optimiser; Ctrl-C or a failed intermediate write keeps the work so far.
 
-    On such a stop the run's state goes to `checkpoint` (if given); `save_every` writes intermediates beside `output`.
+    On such a stop the run's state goes to `checkpoint` (if given); `save_every` writes intermediates beside `output`;
+    `during_run` is entered around the optimiser's loop.
     """
     config, inputs, ckpt = p.config, p.inputs, p.ckpt
     h, w = inputs.content.shape[:2]
@@ -132,12 +140,13 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
     interrupted, written, writes = False, None, progress_mod.Writes()
     try:
         if tracker.count < config.steps:
-            if config.optimizer == "lbfgs":
-                run_lbfgs(p.objective, p.x0, config.steps, tracker, state=state, align=save_every, lbfgs=lbfgs)
-            elif config.optimizer == "lbfgs-scipy":
-                run_scipy_lbfgs(p.objective, p.x0, config.steps, tracker)
-            else:
-                run_adam(p.objective.value_and_grad, p.x0[None], config.steps, tracker, adam=adam)
+            with during_run or contextlib.nullcontext():
+                if config.optimizer == "lbfgs":
+                    run_lbfgs(p.objective, p.x0, config.steps, tracker, state=state, align=save_every, lbfgs=lbfgs)
+                elif config.optimizer == "lbfgs-scipy":
+                    run_scipy_lbfgs(p.objective, p.x0, config.steps, tracker)
+                else:
+                    run_adam(p.objective.value_and_grad, p.x0[None], config.steps, tracker, adam=adam)
     except (KeyboardInterrupt, WriteError) as exc:  # Ctrl-C, or a --save-every image could not be written: keep the work
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracker.message = "interrupted; kept the best image so far"

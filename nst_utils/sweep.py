@@ -112,13 +112,15 @@ def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker,
 def sweep(content=None, style=None, config: StyleConfig | None = None, settings: Sequence[dict] = (), *,
           callback: SweepCallback | None = None, progress: bool = True,
           weights: str | os.PathLike | None = None, init_images: np.ndarray | Sequence[np.ndarray] | None = None,
-          devices: Sequence[str] | None = None, **overrides) -> list[Result]:
+          devices: Sequence[str] | None = None, during_run: contextlib.AbstractContextManager | None = None,
+          **overrides) -> list[Result]:
     """Return one Result per setting, all optimised together as one batch from the same targets.
 
     settings: dicts of StyleConfig fields that vary per image: alpha, beta, tv and/or
     style_layer_weights (one weight per layer of config.style_layers; zeros switch layers off).
     Everything else (size, steps, optimizer, layers, init, seed) comes from `config` and
-    `overrides`. init_images: one start image (shared) or one per setting; default the config's init.
+    `overrides`. init_images: one start image (shared) or one per setting; default the config's init. during_run:
+    a context entered around the optimiser's loop (the `nst` CLI defers signals inside it).
     """
     config = (config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig())
     settings = [dict(s) for s in settings] or [{}]
@@ -149,10 +151,11 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     tracker = BatchTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
     interrupted = False
     try:
-        if config.optimizer == "lbfgs":
-            _run_lbfgs(batch, x0, config.steps, tracker)
-        else:
-            run_adam(batch.value_and_grad, x0, config.steps, tracker, config.learning_rate)
+        with during_run or contextlib.nullcontext():
+            if config.optimizer == "lbfgs":
+                _run_lbfgs(batch, x0, config.steps, tracker)
+            else:
+                run_adam(batch.value_and_grad, x0, config.steps, tracker, config.learning_rate)
     except KeyboardInterrupt:
         interrupted, tracker.message = True, "interrupted; kept the best images so far"
     finally:

@@ -128,10 +128,13 @@ def test_save_is_atomic_and_readable(tmp_path):
 
 def test_save_follows_the_extension_and_usual_permissions(tmp_path):
     img = np.random.default_rng(1).uniform(size=(8, 9, 3)).astype(np.float32)
-    for name, fmt in (("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.webp", "WEBP"), ("d.out", "PNG")):
+    for name, fmt in (("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.webp", "WEBP"), ("d.tiff", "TIFF"), ("e", "PNG")):
         out = save_image(img, tmp_path / name)
         assert Image.open(out).format == fmt
         assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    with pytest.raises(NSTError, match=r"\.out is not an image format Pillow writes; use one of \.png, \.jpg"):
+        save_image(img, tmp_path / "f.out")  # PNG data under another extension: refused (it used to be written)
+    assert not (tmp_path / "f.out").exists()
 
 
 def _umask() -> int:
