@@ -17,7 +17,7 @@ if not os.environ.get("NST_DEBUG"):
 _HOME = {  # public name -> the module it lives in
     "CONTENT_LAYERS": "config", "SEED_STYLE_LAYERS": "config", "STYLE_LAYERS": "config", "StyleConfig": "config",
     "NSTError": "config", "LAYERS": "config", "STYLE_STATISTICS": "config",
-    "deprocess": "images", "load_image": "images", "preprocess": "images", "save_image": "images",
+    "deprocess": "images", "load_image": "images", "preprocess": "images", "save_image": "outputs",
     "Objective": "objective", "GuidedObjective": "objective", "build_objective": "objective",
     "content_loss": "objective", "gram_matrix": "objective", "style_loss": "objective",
     "total_variation": "objective", "FeatureExtractor": "model", "build_vgg19": "model",

@@ -29,9 +29,9 @@ import tensorflow as tf
 
 from .config import StyleConfig, layer_shapes
 from .host import best_seconds, peak_memory_mb
-from .images import save_image
 from .inputs import prepare_inputs
 from .model import resolve_precision
+from .outputs import save_image, write_text
 from .objective import build_objective
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .run import stylize
@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         for name, img in images.items():
             save_image(img, f"{args.save}_{name}.png")
-        with open(f"{args.save}.json", "w") as f:
-            json.dump({"size": [w, h], "precision": precision, "rows": rows, "peak_gflops": peak,
-                       "gflop_per_eval": per_eval, "eval_seconds": eval_s, "peak_mb": peak_memory_mb()}, f)
+        write_text(json.dumps({"size": [w, h], "precision": precision, "rows": rows, "peak_gflops": peak,
+                               "gflop_per_eval": per_eval, "eval_seconds": eval_s, "peak_mb": peak_memory_mb()}),
+                   f"{args.save}.json")
     ours = next((row for row in rows if row["optimizer"] == default), None)
     reach = ours["seconds_to_target"] if ours else None
     print(f"speedup {base_s / reach if reach else 0.0:.1f}x")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import NSTError, StyleConfig
-from .images import atomic_write
+from .outputs import atomic_write
 from .inputs import Inputs
 
 VERSION = 1

@@ -19,8 +19,7 @@ from .config import (
 )
 from .checkpoint import checkpoint_path
 from .host import import_tensorflow, peak_memory_mb
-from .images import check_output, save_image, write_text
-from .progress import Writes, check_outputs
+from .outputs import Writes, check_output, check_outputs, save_image, write_text
 
 # Only argparse-level modules above (no TensorFlow, h5py or matplotlib): `nst --help` and argument errors answer
 # at once. Each command imports the engine inside its function, the documented exception to module-level imports.

@@ -25,7 +25,8 @@ from .config import (
     depth,
 )
 from .host import best_seconds
-from .images import atomic_write, load_image, preprocess
+from .images import load_image, preprocess
+from .outputs import atomic_write
 
 # Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
 REFERENCE_IMAGES = ("japanese_garden.jpg", "picasso_selfportrait.jpg", "tubingen.jpg", "starry_night.jpg",

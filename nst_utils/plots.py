@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .config import short_name  # noqa: E402
-from .images import atomic_write, image_format, save_image, to_uint8  # noqa: E402
+from .images import to_uint8  # noqa: E402
+from .outputs import atomic_write, image_format, save_image  # noqa: E402
 
 TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "total": "black"}
 

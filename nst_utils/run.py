@@ -19,9 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from . import checkpoint as ckpt_mod
-from . import progress as progress_mod
+from . import outputs
 from .config import NSTError, StyleConfig
-from .images import WriteError, gray, resize, save_image
+from .images import gray, resize
+from .outputs import WriteError, save_image
 from .inputs import Inputs, prepare_inputs
 from .memory import check_source
 from .objective import Objective, build_objective, initial_image
@@ -41,7 +42,7 @@ class Result:
     interrupted: bool = False
     message: str = ""
     checkpoint: str | None = None  # where an interrupted run wrote its checkpoint
-    writes: progress_mod.Writes = field(default_factory=progress_mod.Writes)  # where each output went, what failed
+    writes: outputs.Writes = field(default_factory=outputs.Writes)  # where each output went, what failed
 
     @property
     def steps(self) -> int:
@@ -72,12 +73,12 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     at the end, in its extension's format; intermediates and the interrupt checkpoint go beside it), `save_every` N
     steps, `plot` (loss curves image), `checkpoint` (where Ctrl-C writes the run's state), `resume` (a checkpoint to
     continue), `during_run` (a context entered around the optimiser's loop: the `nst` CLI defers signals inside it).
-    Every output path is checked before any work (progress.check_outputs).
+    Every output path is checked before any work (outputs.check_outputs).
     """
     if save_every is not None and output is None:
         raise NSTError("save_every needs an output path: intermediate images are written next to it")
     where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
-    progress_mod.check_outputs(output=output, save_every=save_every, plot=plot, checkpoint=where)
+    outputs.check_outputs(output=output, save_every=save_every, plot=plot, checkpoint=where)
     t0 = time.perf_counter()
     run_plan = plan(content, style, config, weights=weights, init_image=init_image, style_mask=style_mask,
                     resume=resume, **overrides)
@@ -131,13 +132,13 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
     adam = Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state) \
         if config.optimizer == "adam" else None
     snapshot = (lambda: (lbfgs.best()[0], lbfgs.state())) if lbfgs else adam.state if adam else None
-    saver = progress_mod.SaveEvery(save_every, output) if save_every is not None else None
+    saver = outputs.SaveEvery(save_every, output) if save_every is not None else None
     shown = inputs.result_image if inputs.colour == "luminance" else None
-    tracker = Tracker(config.steps, progress_mod.chain(callback, saver, finish=shown), progress,
+    tracker = Tracker(config.steps, outputs.chain(callback, saver, finish=shown), progress,
                       f"{config.optimizer} {w}x{h}", tol=config.tol, state=snapshot)
     if ckpt:
         tracker.restore(ckpt.history, ckpt.best_image, ckpt.best_loss)
-    interrupted, written, writes = False, None, progress_mod.Writes()
+    interrupted, written, writes = False, None, outputs.Writes()
     try:
         if tracker.count < config.steps:
             with during_run or contextlib.nullcontext():
@@ -154,7 +155,7 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
             tracker.message = f"stopped after step {tracker.count}"
             writes.failed.append(exc)
         if checkpoint is not None:
-            kept = writes(progress_mod.RESUME_FROM, ckpt_mod.save, ckpt_mod.snapshot(tracker, config, inputs, p.x0),
+            kept = writes(outputs.RESUME_FROM, ckpt_mod.save, ckpt_mod.snapshot(tracker, config, inputs, p.x0),
                           checkpoint)
             written = str(kept) if kept else None
     finally:

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 from test_robustness import assert_one_line_error, assert_valid_png, gradient, run_cli
 
-from nst_utils import NSTError, StyleConfig, images, progress, stylize
+from nst_utils import NSTError, StyleConfig, outputs, stylize
 from nst_utils.checkpoint import load
-from nst_utils.images import WriteError
+from nst_utils.outputs import WriteError
 
 FAST = dict(size=32, progress=False, optimizer="adam", precision="float32")
 
@@ -32,9 +32,9 @@ def fallback(tmp_path, monkeypatch) -> Path:
     tmp = tmp_path / "systemp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    images.fallback_dir.cache_clear()
+    outputs.fallback_dir.cache_clear()
     yield tmp
-    images.fallback_dir.cache_clear()
+    outputs.fallback_dir.cache_clear()
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_failed_write_keeps_a_copy_in_the_temp_folder(tmp_path, fallback, disk_f
     out = disk_full / "o.png"
     img = np.random.default_rng(0).random((8, 8, 3), dtype=np.float32)
     with pytest.raises(WriteError) as e:
-        images.save_image(img, out)
+        outputs.save_image(img, out)
     kept = kept_dir(fallback) / "o.png"
     assert str(e.value) == f"could not write {out}: No space left on device; wrote it to {kept} instead"
     assert e.value.kept == kept and np.abs(np.asarray(Image.open(kept)) / 255 - img).max() <= 0.5 / 255 + 1e-6
@@ -87,13 +87,13 @@ def test_failed_write_keeps_a_copy_in_the_temp_folder(tmp_path, fallback, disk_f
 
 def test_when_the_fallback_fails_too_the_line_says_so(tmp_path, monkeypatch, disk_full):
     monkeypatch.setattr(tempfile, "tempdir", str(disk_full))  # the temp folder is on the same full disk
-    images.fallback_dir.cache_clear()
+    outputs.fallback_dir.cache_clear()
     try:
         with pytest.raises(WriteError, match=f"could not write {disk_full}/h.json: No space left on device; no copy "
                                              f"could be kept in {disk_full} either \\(No space left on device\\)"):
-            images.write_text("{}", disk_full / "h.json")
+            outputs.write_text("{}", disk_full / "h.json")
     finally:
-        images.fallback_dir.cache_clear()
+        outputs.fallback_dir.cache_clear()
     assert no_temp_files(disk_full, *disk_full.glob("nst-kept-*"))
 
 
@@ -134,14 +134,14 @@ def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(tmp_path,
         pytest.skip("root writes into read-only folders; the 'file' case covers root")
     folder = tmp_path / "out"
     out = folder / "o.png"
-    real = progress.SaveEvery.__call__
+    real = outputs.SaveEvery.__call__
 
     def save_then_break(self, step, image, terms):
         real(self, step, image, terms)
         if step == 2:
             break_folder(folder)
 
-    monkeypatch.setattr(progress.SaveEvery, "__call__", save_then_break)
+    monkeypatch.setattr(outputs.SaveEvery, "__call__", save_then_break)
     src = str(picture(tmp_path))
     try:
         code, stdout, err = run_cli("stylize", src, src, "--size", "32", "--steps", "50", "--save-every", "1",

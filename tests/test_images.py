@@ -114,7 +114,7 @@ def test_save_is_atomic_and_readable(tmp_path):
     class Boom(Exception):
         pass
 
-    from nst_utils.images import atomic_write
+    from nst_utils.outputs import atomic_write
 
     def fail(f):
         f.write(b"half")

@@ -25,7 +25,7 @@ import tensorflow as tf
 from PIL import Image
 
 import nst_utils.run as opt
-from nst_utils import NSTError, StyleConfig, assets, cli, host, images, load_image, memory, stylize
+from nst_utils import NSTError, StyleConfig, assets, cli, host, images, load_image, memory, outputs, stylize
 from nst_utils.images import as_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,7 +370,7 @@ SAVE_LOOP = """
 import sys, types
 pkg = types.ModuleType("nst_utils"); pkg.__path__ = [sys.argv[2]]; sys.modules["nst_utils"] = pkg  # skip TensorFlow
 import numpy as np
-from nst_utils.images import save_image
+from nst_utils.outputs import save_image
 rng = np.random.default_rng(0)
 img = rng.random((400, 400, 3), dtype=np.float32)
 save_image(img, sys.argv[1])
@@ -395,20 +395,20 @@ def test_kill_9_during_saves_never_leaves_half_a_png(tmp_path):
 
 def test_failed_write_keeps_old_output(tmp_path, monkeypatch):
     out = tmp_path / "out" / "o.png"
-    images.save_image(np.zeros((8, 8, 3), np.float32), out)
+    outputs.save_image(np.zeros((8, 8, 3), np.float32), out)
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # where the failed write's content is kept
-    images.fallback_dir.cache_clear()
+    outputs.fallback_dir.cache_clear()
 
     def half_then_fail(self, fp, *a, **k):
         fp.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", half_then_fail)
-    with pytest.raises(images.WriteError, match=f"could not write {out}: No space left on device; no copy could be kept"):
-        images.save_image(np.ones((8, 8, 3), np.float32), out)  # the fallback copy fails the same way here
+    with pytest.raises(outputs.WriteError, match=f"could not write {out}: No space left on device; no copy could be kept"):
+        outputs.save_image(np.ones((8, 8, 3), np.float32), out)  # the fallback copy fails the same way here
     monkeypatch.undo()
-    images.fallback_dir.cache_clear()
+    outputs.fallback_dir.cache_clear()
     assert np.asarray(Image.open(out)).max() == 0  # the old file, intact
     assert [q.name for q in out.parent.iterdir()] == ["o.png"]
     assert [q.name for q in (tmp_path / "tmp").glob("*/*")] == []  # no temp file left in the fallback folder either

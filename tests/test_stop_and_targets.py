@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import nst_utils.run as opt
-from nst_utils import NSTError, cli, images, progress, stylize
+from nst_utils import NSTError, cli, outputs, stylize
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "images"
@@ -199,7 +199,7 @@ def test_unknown_extension_is_refused_with_the_formats_that_work(tmp_path, capsy
     with pytest.raises(NSTError, match=r"\.txt is not an image format"):
         stylize(output=tmp_path / "api.txt")  # the API refuses before loading anything
     with pytest.raises(NSTError, match=r"\.txt is not an image format"):
-        images.save_image(np.zeros((4, 4, 3), np.float32), tmp_path / "direct.txt")
+        outputs.save_image(np.zeros((4, 4, 3), np.float32), tmp_path / "direct.txt")
 
 
 def test_a_dangling_parent_is_refused(tmp_path, capsys, monkeypatch):
@@ -227,7 +227,7 @@ def test_writer_never_renames_over_a_fifo_made_meanwhile(tmp_path, monkeypatch):
     """A FIFO that appears at the target after the checks is not replaced: the content goes to the fallback folder."""
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    images.fallback_dir.cache_clear()
+    outputs.fallback_dir.cache_clear()
     out = tmp_path / "o.png"
 
     def write(f):
@@ -235,9 +235,9 @@ def test_writer_never_renames_over_a_fifo_made_meanwhile(tmp_path, monkeypatch):
         if not out.exists():
             os.mkfifo(out)  # the race: something else makes a FIFO there while we write
 
-    with pytest.raises(images.WriteError, match="FIFO") as exc:
-        images.atomic_write(out, write)
-    images.fallback_dir.cache_clear()
+    with pytest.raises(outputs.WriteError, match="FIFO") as exc:
+        outputs.atomic_write(out, write)
+    outputs.fallback_dir.cache_clear()
     assert stat.S_ISFIFO(out.stat().st_mode) and exc.value.kept.read_bytes() == b"data"
     assert [q.name for q in tmp_path.iterdir() if q.suffix == ".tmp"] == []
 
@@ -247,11 +247,11 @@ def test_symlink_output_is_written_through_to_its_target(tmp_path, dangling):
     target = tmp_path / "real" / "target.png"
     target.parent.mkdir()
     if not dangling:
-        images.save_image(np.zeros((4, 4, 3), np.float32), target)
+        outputs.save_image(np.zeros((4, 4, 3), np.float32), target)
     link = tmp_path / "link.png"
     link.symlink_to(target)
-    progress.check_outputs(output=link)  # accepted
-    images.save_image(np.ones((6, 5, 3), np.float32), link)
+    outputs.check_outputs(output=link)  # accepted
+    outputs.save_image(np.ones((6, 5, 3), np.float32), link)
     assert link.is_symlink() and os.readlink(link) == str(target)  # the link stays a link
     with Image.open(target) as im:  # its target holds the new image
         assert im.size == (5, 6) and np.asarray(im).min() == 255
