@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -13,10 +14,7 @@ import time
 from pathlib import Path
 
 from . import assets
-from .config import (
-    CONTENT_LAYERS, GRID_RATIOS, INITS, OPTIMIZERS, PRECISIONS, PRESERVE_COLORS, RAW_GRID_RATIOS, STYLE_LAYERS, NSTError,
-    StyleConfig, network_defaults,
-)
+from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
 from .checkpoint import checkpoint_path
 from .host import import_tensorflow, peak_memory_mb
 from .outputs import Writes, check_output, check_outputs, save_image, write_text
@@ -57,61 +55,58 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def add_control_args(s: argparse.ArgumentParser) -> None:
-    """Add the control flags (several styles, colour, scale, layer weights, progress, resume, mask) to `s`."""
-    g = s.add_argument_group("controls")
-    g.add_argument("--style", dest="styles", nargs="+", metavar="STYLE", help="one or more style images (instead of the positional STYLE)")
-    g.add_argument("--style-blend", nargs="+", type=_weight, metavar="W", help="one blend weight per style image (normalised; default equal)")
-    g.add_argument("--preserve-colors", choices=PRESERVE_COLORS, help="keep the content's colours: luminance-only transfer, or match the style's colour histogram (mean/covariance) to the content first")
-    g.add_argument("--style-scale", type=_positive_float, default=1.0, help="style images' long side relative to --size (default: %(default)s)")
-    g.add_argument("--style-layer-weight-exp", type=_positive_float, metavar="E", help="weigh style layer i by E**i (normalised); E > 1 favours deep layers")
-    g.add_argument("--style-mask", metavar="MASK", help="grey mask image: style 1 where white, style 2 where black (one style: styled only where white)")
-    g.add_argument("--save-every", type=_positive_int, metavar="N", help="write the current image every N steps next to the output (OUT_0010.png)")
-    g.add_argument("--plot", metavar="LOSSES.png", help="write a plot of each loss term per step at the end")
-    g.add_argument("--checkpoint", metavar="CKPT.npz", help="where Ctrl-C writes the run's checkpoint (default: OUT.ckpt.npz beside the output)")
-    g.add_argument("--resume", metavar="CKPT.npz", help="continue an interrupted run from its checkpoint (its images and settings; --steps sets the new total)")
+KINDS = {"positive_int": _positive_int, "weight": _weight, "positive_float": _positive_float}  # config.option kinds
+TYPES = {"int": int, "float": float, "str": str}
+SWEEP_DEFAULTS = {"size": 256, "steps": 100, "normalize_vgg": True}  # where `nst sweep` starts instead
 
 
-GIVEN = "given_options"  # the namespace attribute holding the dests of the options typed on the command line
-FLAG_OF = {"learning_rate": "lr"}  # StyleConfig fields whose `nst stylize` option has another dest
+def config_fields(command: str) -> list[dataclasses.Field]:
+    """Return the StyleConfig fields that are options of `nst <command>` ("stylize" or "sweep")."""
+    return [f for f in dataclasses.fields(StyleConfig) if f.metadata and (command == "stylize" or f.metadata["sweep"])]
 
 
-class _Store(argparse.Action):
-    """argparse's store action that also records, in the namespace, that the option was typed (not defaulted)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None) -> None:
-        """Store `values`; add this option's dest to the namespace's set of given options."""
-        setattr(namespace, self.dest, values)
-        if option_string is not None:
-            setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+def _shown(value) -> str:
+    """Return a default as the help shows it: tuples space-separated, floats as %g."""
+    if isinstance(value, tuple):
+        return " ".join(map(_shown, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-class _Switch(argparse.BooleanOptionalAction):
-    """argparse's --flag / --no-flag action that also records, like `_Store`, that the option was typed."""
+def _default_help(f: dataclasses.Field, defaults: dict) -> str:
+    """Return the " (default: ...)" a field's help ends with ("" if its help says it already, or it has none)."""
+    normalized = defaults.get("normalize_vgg", False)
+    if f.name in NORMALIZED and f.name != "normalize_vgg":  # the chosen network decides these defaults
+        here, there = network_defaults(normalized)[f.name], network_defaults(not normalized)[f.name]
+        return f" (default: {_shown(here)}; {_shown(there)} with --{'no-' if normalized else ''}normalize-vgg)"
+    value = defaults.get(f.name, f.default)
+    return "" if value is None or "default" in f.metadata["help"] else f" (default: {_shown(value)})"
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None) -> None:
-        """Set the flag from the option's spelling; add its dest to the namespace's set of given options."""
-        super().__call__(parser, namespace, values, option_string)
-        setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
 
+def add_config_options(parser: argparse.ArgumentParser, command: str, defaults: dict) -> dict:
+    """Add one option per StyleConfig field of `command`, made from the field's annotation, default and metadata;
+    return the help groups made on the way ({title: group}).
 
-def add_weight_args(s: argparse.ArgumentParser, normalized: bool, plain: dict, norm: dict,
-                    weights: tuple[str, ...] = ("alpha", "beta", "tv")) -> None:
-    """Add --normalize-vgg / --no-normalize-vgg (default `normalized`), --pooling and the loss `weights` to `s`.
-
-    Unset weights and pooling come from the chosen network (see `weight_settings`): `norm` for the normalised
-    VGG19, `plain` otherwise (config.network_defaults).
+    Each defaults to argparse.SUPPRESS, so a parsed namespace shows what was typed (`_Parser.parse_known_args` then
+    fills in the rest); `defaults` are the command's starting values where they differ from StyleConfig's.
     """
-    s.add_argument("--normalize-vgg", action=_Switch, default=normalized,
-                   help="Gatys et al.'s VGG19: every channel divided by its mean activation over the registry's six "
-                        "images (factors computed once and cached); also switches the defaults of --pooling, --alpha, "
-                        "--beta and --tv (default: %(default)s)")
-    what = {"alpha": "content weight", "beta": "style weight", "tv": "total variation weight"}
-    for name in weights:
-        s.add_argument(f"--{name}", type=_weight, help=f"{what[name]} (default: {plain[name]:g}; "
-                                                        f"{norm[name]:g} with --normalize-vgg)")
-    s.add_argument("--pooling", choices=("max", "avg"), help=f"VGG19 pooling (default: {plain['pooling']}; "
-                                                             f"{norm['pooling']} with --normalize-vgg)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in config_fields(command):
+        m = f.metadata
+        group = m["group"]
+        if group is not None and group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": m["help"] + _default_help(f, defaults)}
+        base = f.type.replace(" | None", "")
+        if base == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            many = base.startswith("tuple[")
+            kw["type"] = KINDS[m["kind"]] if m["kind"] else TYPES[base[len("tuple[") : -len(", ...]")] if many else base]
+            kw |= {"nargs": "+"} if many else {}
+            kw |= {"choices": m["choices"]} if m["choices"] else {}
+            kw |= {"metavar": m["metavar"]} if m["metavar"] else {}
+        (groups[group] if group else parser).add_argument("--" + f.name.replace("_", "-"), *m["aliases"], **kw)
+    return groups
 
 
 def weight_settings(args: argparse.Namespace, defaults: dict) -> dict:
@@ -121,12 +116,29 @@ def weight_settings(args: argparse.Namespace, defaults: dict) -> dict:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2, recording given options."""
+    """An ArgumentParser whose usage errors are one line (no usage block) with exit code 2.
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        for name in (None, "store"):  # every plain option records that it was given (see GIVEN)
-            self.register("action", name, _Store)
+    On a config command (`config_command` set: "stylize" or "sweep") the parsed namespace holds `typed`, the
+    StyleConfig fields typed on the command line, and `settings`, every field the command sets (typed, else the
+    chosen network's or the command's default), each also as an attribute.
+    """
+
+    config_command: str | None = None
+    config_defaults: dict = {}
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Parse as argparse does; on a config command, record the typed config fields and fill in the others."""
+        ns, extras = super().parse_known_args(args, namespace)
+        if self.config_command is not None:
+            fields = config_fields(self.config_command)
+            ns.typed = {f.name: tuple(getattr(ns, f.name)) if f.type.startswith("tuple[") else getattr(ns, f.name)
+                        for f in fields if hasattr(ns, f.name)}
+            ns.normalize_vgg = ns.typed.get("normalize_vgg", self.config_defaults.get("normalize_vgg", False))
+            ns.settings = ({f.name: self.config_defaults.get(f.name, f.default) for f in fields}
+                           | weight_settings(ns, network_defaults(ns.normalize_vgg)) | ns.typed)
+            for name, value in ns.settings.items():
+                setattr(ns, name, value)
+        return ns, extras
 
     def error(self, message: str) -> None:
         """Print one line saying what is wrong and where to look, then exit 2 (never returns)."""
@@ -134,8 +146,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser for `nst`."""
-    d = StyleConfig.__dataclass_fields__
+    """Return the argument parser for `nst`: the config options of `stylize` and `sweep` made from StyleConfig."""
     p = _Parser(prog="nst", description="Neural style transfer (Gatys et al. 2015) with VGG19.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     debug = argparse.ArgumentParser(add_help=False)  # so `nst stylize ... --debug` works too
@@ -144,58 +155,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stylize", parents=[debug], help="restyle a content image like a style image",
                        description="Restyle CONTENT like STYLE. With no images, uses the two default images.")
+    s.config_command = "stylize"
     s.add_argument("content", nargs="?", help="content image path or registry name (default: japanese_garden.jpg)")
     s.add_argument("style", nargs="?", help="style image path or registry name (default: picasso_selfportrait.jpg)")
     s.add_argument("-o", "--output", default="result.png", help="output PNG path (default: %(default)s)")
-    s.add_argument("--size", type=_positive_int, default=d["size"].default, help="long side of the output in px (default: %(default)s)")
-    s.add_argument("--steps", type=_positive_int, default=d["steps"].default, help="loss evaluations / optimiser steps (default: %(default)s)")
-    s.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default,
-                   help="lbfgs: projected L-BFGS in TensorFlow (on the GPU if there is one); lbfgs-scipy: scipy's "
-                        "L-BFGS-B on the host, the reference; adam: the TensorFlow tutorial's (default: %(default)s)")
-    s.add_argument("--tol", type=float, default=None, metavar="TOL",
-                   help="stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)")
-    plain, norm = network_defaults(False), network_defaults(True)
-    add_weight_args(s, False, plain, norm)
-    s.add_argument("--content-layers", nargs="+", default=list(CONTENT_LAYERS), metavar="LAYER", help="default: %(default)s")
-    s.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS), metavar="LAYER", help="default: %(default)s")
-    s.add_argument("--style-layer-weights", nargs="+", type=_weight, metavar="W", help="one weight per style layer (normalised)")
-    s.add_argument("--init", choices=INITS, default=d["init"].default, help="starting image (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=d["seed"].default, help="random seed (default: %(default)s)")
-    s.add_argument("--precision", choices=PRECISIONS, default=d["precision"].default,
-                   help="VGG19 convolutions in float32 or bfloat16; auto: bfloat16 where a probe shows it faster (default: %(default)s)")
-    s.add_argument("--lr", type=_weight, default=d["learning_rate"].default, help="Adam learning rate (default: %(default)s)")
-    s.add_argument("--weights", help="path to the VGG19 notop h5 file (default: $NST_VGG19_WEIGHTS, then the Keras cache, then download)")
+    s.add_argument("--weights", help="path to the VGG19 notop h5 file (default: $NST_VGG19_WEIGHTS, then the Keras "
+                                     "cache, then download)")
     s.add_argument("--log", metavar="HISTORY.json", help="write the config, timings and each loss term per step as JSON")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_control_args(s)
+    g = add_config_options(s, "stylize", {})["controls"]
+    g.add_argument("--style", dest="styles", nargs="+", metavar="STYLE",
+                   help="one or more style images (instead of the positional STYLE)")
+    g.add_argument("--style-mask", metavar="MASK",
+                   help="grey mask image: style 1 where white, style 2 where black (one style: styled only where white)")
+    g.add_argument("--save-every", type=_positive_int, metavar="N",
+                   help="write the current image every N steps next to the output (OUT_0010.png)")
+    g.add_argument("--plot", metavar="LOSSES.png", help="write a plot of each loss term per step at the end")
+    g.add_argument("--checkpoint", metavar="CKPT.npz",
+                   help="where Ctrl-C writes the run's checkpoint (default: OUT.ckpt.npz beside the output)")
+    g.add_argument("--resume", metavar="CKPT.npz", help="continue an interrupted run from its checkpoint (its images "
+                                                       "and settings; --steps sets the new total)")
 
     f = sub.add_parser("fetch", parents=[debug], help="download the default images and the VGG19 weights for offline use")
     f.add_argument("--all", action="store_true", help="fetch every image in the registry, not just the defaults")
     f.add_argument("--weights", help="use this weights file instead of downloading (checked by md5)")
 
-    sub.add_parser("info", parents=[debug], help="show where the weights and images come from, TensorFlow version and devices")
+    sub.add_parser("info", parents=[debug],
+                   help="show where the weights and images come from, TensorFlow version and devices")
 
-    w = sub.add_parser("sweep", parents=[debug], help="stylize one batch over several beta/alpha ratios (and style-layer sets)",
+    w = sub.add_parser("sweep", parents=[debug],
+                       help="stylize one batch over several beta/alpha ratios (and style-layer sets)",
                        description="One batched run: every beta/alpha ratio (columns) for every style-layer set (rows), "
                                    "targets computed once; writes a labelled grid and each image.")
+    w.config_command, w.config_defaults = "sweep", SWEEP_DEFAULTS
     w.add_argument("content", nargs="?", help="content image (default: japanese_garden.jpg)")
     w.add_argument("style", nargs="?", help="style image (default: picasso_selfportrait.jpg)")
     w.add_argument("--ratios", nargs="+", type=_weight, metavar="R",
-                   help=f"beta/alpha ratios, one column each (default: {' '.join(map(format, GRID_RATIOS, ['g'] * 4))}; "
-                        f"without --normalize-vgg {' '.join(map(format, RAW_GRID_RATIOS, ['g'] * 4))})")
+                   help=f"beta/alpha ratios, one column each (default: {_shown(GRID_RATIOS)}; "
+                        f"without --normalize-vgg {_shown(RAW_GRID_RATIOS)})")
     w.add_argument("--cumulative-layers", action="store_true",
                    help="one row per growing set of style layers (first layer, +second, ...), as Gatys et al. Fig. 3")
     w.add_argument("-o", "--output", default="sweep.png", help="grid figure PNG (default: %(default)s)")
     w.add_argument("--save-dir", help="also write each image here as r<row>_c<column>.png")
-    w.add_argument("--size", type=_positive_int, default=256, help="long side in px (default: %(default)s)")
-    w.add_argument("--steps", type=_positive_int, default=100, help="loss evaluations (default: %(default)s)")
-    w.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"].default,
-                   help="lbfgs (batched, TensorFlow) or adam; lbfgs-scipy runs the images one at a time (default: %(default)s)")
-    add_weight_args(w, True, plain, norm, ("alpha", "tv"))  # a sweep's betas come from --ratios
-    w.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS), metavar="LAYER", help="default: %(default)s")
     w.add_argument("--weights", help="path to the VGG19 notop h5 file")
-    w.add_argument("--precision", choices=PRECISIONS, default=d["precision"].default, help="default: %(default)s")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_options(w, "sweep", SWEEP_DEFAULTS)  # a sweep's betas come from --ratios
     return p
 
 
@@ -214,14 +218,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     """Run one stylization from the command line; return the exit code."""
 
     t0 = time.perf_counter()
-    config_kwargs = dict(size=args.size, steps=args.steps, optimizer=args.optimizer,
-                         **weight_settings(args, network_defaults(args.normalize_vgg)),
-                         content_layers=tuple(args.content_layers), style_layers=tuple(args.style_layers),
-                         style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
-                         init=args.init, seed=args.seed, learning_rate=args.lr, precision=args.precision,
-                         tol=args.tol, style_blend=tuple(args.style_blend) if args.style_blend else None, style_scale=args.style_scale,
-                         style_layer_weight_exp=args.style_layer_weight_exp, preserve_colors=args.preserve_colors)
-    config = None if args.resume else StyleConfig(**config_kwargs)  # resuming: the checkpoint's
+    config = None if args.resume else StyleConfig(**args.settings)  # resuming: the checkpoint's
     out = Path(args.output)
     check_outputs(output=out, save_every=args.save_every, plot=args.plot, log=args.log,
                   checkpoint=args.checkpoint or checkpoint_path(out), flags=CLI_FLAGS)  # before any work
@@ -233,8 +230,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.resume:
         if args.content or args.style or args.styles or args.style_mask:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
-        given = getattr(args, GIVEN, frozenset())  # every config flag typed is applied or refused, never dropped
-        overrides = {name: value for name, value in config_kwargs.items() if FLAG_OF.get(name, name) in given}
+        overrides = args.typed  # every config flag typed is applied or refused, never dropped
         result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, callback=INTERRUPTS.check,
                          during_run=INTERRUPTS.deferred(), **controls, **overrides)
         config = result.config
@@ -268,9 +264,7 @@ def _cell_name(i: int, cols: int) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a batched sweep from the command line and write its grid; return the exit code."""
     out = check_output(args.output, flag="--output")
-    config = StyleConfig(size=args.size, steps=args.steps, optimizer=args.optimizer,
-                         **weight_settings(args, network_defaults(args.normalize_vgg)),
-                         style_layers=tuple(args.style_layers), precision=args.precision)
+    config = StyleConfig(**args.settings)
     import_tensorflow()
     from .plots import cumulative_labels, save_figure, sweep_grid  # matplotlib and the engine: once the arguments are checked
     from .sweep import cumulative_layer_weights, grid_settings, sweep

@@ -130,7 +130,8 @@ class StyleConfig:
     init: str = field(default="content", metadata=option("starting image", choices=INITS))
     seed: int | None = field(default=0, metadata=option("random seed"))
     pooling: str = field(default="max", metadata=option("VGG19 pooling", choices=POOLINGS))
-    learning_rate: float = field(default=0.02, metadata=option("Adam learning rate", kind="weight", aliases=("--lr",)))
+    learning_rate: float = field(default=0.02, metadata=option("Adam learning rate", kind="weight", metavar="LR",
+                                                               aliases=("--lr",)))
     tol: float | None = field(default=None, metadata=option(
         "stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)",
         metavar="TOL", sweep=False))

@@ -1,4 +1,5 @@
-"""The package's one-way layers (pyproject's import-linter contracts) and a fast, TensorFlow-free `nst --help`."""
+"""The package's one-way layers (pyproject's import-linter contracts), ruff's lint and format check, and a fast,
+TensorFlow-free `nst --help`."""
 
 import os
 import shutil
@@ -30,6 +31,15 @@ def test_import_contracts_hold():
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff_passes(args):
+    pytest.importorskip("ruff", reason="ruff is not installed (pip install -e '.[test]')")
+    exe = Path(sys.executable).with_name("ruff")
+    cmd = [str(exe)] if exe.exists() else [shutil.which("ruff") or "ruff"]
+    out = subprocess.run([*cmd, *args, "."], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 def test_cli_module_and_help_do_not_import_tensorflow():
