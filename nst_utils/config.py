@@ -17,8 +17,12 @@ class NSTError(Exception):
 # (block, number of 3x3 convolutions, channels) of VGG19 without its classifier.
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
 CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, n, _ in BLOCKS for i in range(1, n + 1))
-LAYERS = tuple(name for b, n, _ in BLOCKS for name in [f"block{b}_conv{i}" for i in range(1, n + 1)] + [f"block{b}_pool"])
-CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1)} | {f"block{b}_pool": c for b, _, c in BLOCKS}
+LAYERS = tuple(
+    name for b, n, _ in BLOCKS for name in [f"block{b}_conv{i}" for i in range(1, n + 1)] + [f"block{b}_pool"]
+)
+CHANNELS = {f"block{b}_conv{i}": c for b, n, c in BLOCKS for i in range(1, n + 1)} | {
+    f"block{b}_pool": c for b, _, c in BLOCKS
+}
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "float32", "bfloat16")  # bfloat16: convolutions after the first in bf16, outputs float32
 FLOAT32_LAYERS = ("block1_conv1",)  # kept in float32 under bfloat16: the input's small changes must not round away
@@ -95,8 +99,16 @@ def check_blend(blend) -> tuple[float, ...]:
     return b
 
 
-def option(help: str, *, choices: Sequence[str] | None = None, kind: str | None = None, metavar: str | None = None,
-           aliases: tuple[str, ...] = (), group: str | None = None, sweep: bool = True) -> dict:
+def option(
+    help: str,
+    *,
+    choices: Sequence[str] | None = None,
+    kind: str | None = None,
+    metavar: str | None = None,
+    aliases: tuple[str, ...] = (),
+    group: str | None = None,
+    sweep: bool = True,
+) -> dict:
     """Return a StyleConfig field's metadata for the `nst` option made from it (`cli.add_config_options`).
 
     The option is `--<field-name>` (plus `aliases`); its type comes from the field's annotation, refined by `kind`
@@ -104,8 +116,15 @@ def option(help: str, *, choices: Sequence[str] | None = None, kind: str | None 
     `sweep=False` keeps it off `nst sweep` (which varies it, or has no use for it). A field without metadata gets
     no option.
     """
-    return {"help": help, "choices": tuple(choices) if choices else None, "kind": kind, "metavar": metavar,
-            "aliases": aliases, "group": group, "sweep": sweep}
+    return {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "kind": kind,
+        "metavar": metavar,
+        "aliases": aliases,
+        "group": group,
+        "sweep": sweep,
+    }
 
 
 @dataclass(frozen=True)
@@ -117,46 +136,98 @@ class StyleConfig:
 
     size: int = field(default=512, metadata=option("long side of the output in px", kind="positive_int"))
     steps: int = field(default=300, metadata=option("loss evaluations / optimiser steps", kind="positive_int"))
-    optimizer: str = field(default="lbfgs", metadata=option(
-        "lbfgs: projected L-BFGS in TensorFlow (on the GPU if there is one); lbfgs-scipy: scipy's L-BFGS-B on the "
-        "host, the reference (not in sweeps); adam: the TensorFlow tutorial's", choices=OPTIMIZERS))
+    optimizer: str = field(
+        default="lbfgs",
+        metadata=option(
+            "lbfgs: projected L-BFGS in TensorFlow (on the GPU if there is one); lbfgs-scipy: scipy's L-BFGS-B on the "
+            "host, the reference (not in sweeps); adam: the TensorFlow tutorial's",
+            choices=OPTIMIZERS,
+        ),
+    )
     alpha: float = field(default=1e4, metadata=option("content weight", kind="weight"))
     beta: float = field(default=1e-2, metadata=option("style weight", kind="weight", sweep=False))
     tv: float = field(default=30.0, metadata=option("total variation weight", kind="weight"))
     content_layers: tuple[str, ...] = field(default=CONTENT_LAYERS, metadata=option("content layers", metavar="LAYER"))
     style_layers: tuple[str, ...] = field(default=STYLE_LAYERS, metadata=option("style layers", metavar="LAYER"))
-    style_layer_weights: tuple[float, ...] | None = field(default=None, metadata=option(
-        "one weight per style layer (normalised)", kind="weight", metavar="W", sweep=False))
+    style_layer_weights: tuple[float, ...] | None = field(
+        default=None,
+        metadata=option("one weight per style layer (normalised)", kind="weight", metavar="W", sweep=False),
+    )
     init: str = field(default="content", metadata=option("starting image", choices=INITS))
     seed: int | None = field(default=0, metadata=option("random seed"))
     pooling: str = field(default="max", metadata=option("VGG19 pooling", choices=POOLINGS))
-    learning_rate: float = field(default=0.02, metadata=option("Adam learning rate", kind="weight", metavar="LR",
-                                                               aliases=("--lr",)))
-    tol: float | None = field(default=None, metadata=option(
-        "stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)",
-        metavar="TOL", sweep=False))
-    style_blend: tuple[float, ...] | None = field(default=None, metadata=option(
-        "one blend weight per style image (normalised; default equal)", kind="weight", metavar="W", group="controls",
-        sweep=False))
-    style_scale: float = field(default=1.0, metadata=option(  # style images' long side = style_scale * size
-        "style images' long side relative to --size", kind="positive_float", group="controls"))
-    style_layer_weight_exp: float | None = field(default=None, metadata=option(  # as anishathalye/neural-style
-        "weigh style layer i by E**i (normalised); E > 1 favours deep layers", kind="positive_float", metavar="E",
-        group="controls", sweep=False))
-    preserve_colors: str | None = field(default=None, metadata=option(
-        "keep the content's colours: luminance-only transfer, or match the style's colour histogram "
-        "(mean/covariance) to the content first", choices=PRESERVE_COLORS, group="controls"))
+    learning_rate: float = field(
+        default=0.02, metadata=option("Adam learning rate", kind="weight", metavar="LR", aliases=("--lr",))
+    )
+    tol: float | None = field(
+        default=None,
+        metadata=option(
+            "stop early when the objective falls by less than TOL (relative) over 20 evaluations (default: off)",
+            metavar="TOL",
+            sweep=False,
+        ),
+    )
+    style_blend: tuple[float, ...] | None = field(
+        default=None,
+        metadata=option(
+            "one blend weight per style image (normalised; default equal)",
+            kind="weight",
+            metavar="W",
+            group="controls",
+            sweep=False,
+        ),
+    )
+    style_scale: float = field(
+        default=1.0,
+        metadata=option(  # style images' long side = style_scale * size
+            "style images' long side relative to --size", kind="positive_float", group="controls"
+        ),
+    )
+    style_layer_weight_exp: float | None = field(
+        default=None,
+        metadata=option(  # as anishathalye/neural-style
+            "weigh style layer i by E**i (normalised); E > 1 favours deep layers",
+            kind="positive_float",
+            metavar="E",
+            group="controls",
+            sweep=False,
+        ),
+    )
+    preserve_colors: str | None = field(
+        default=None,
+        metadata=option(
+            "keep the content's colours: luminance-only transfer, or match the style's colour histogram "
+            "(mean/covariance) to the content first",
+            choices=PRESERVE_COLORS,
+            group="controls",
+        ),
+    )
     scales: tuple[int, ...] = ()  # coarse-to-fine: long sides optimised first (ascending, each < size); () is off
     scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
-    precision: str = field(default="auto", metadata=option(
-        "VGG19 convolutions in float32 or bfloat16; auto: bfloat16 where a probe shows it faster", choices=PRECISIONS))
-    normalize_vgg: bool = field(default=False, metadata=option(
-        "Gatys et al.'s VGG19: every channel divided by its mean activation over the registry's six images (factors "
-        "computed once and cached); also switches the defaults of --pooling, --alpha, --beta and --tv"))
-    style_statistic: str = field(default="gram", metadata=option(
-        "what the style term matches in each style layer: gram, Gatys et al.'s Gram matrices; wasserstein, the "
-        "features as a Gaussian (mean and covariance) matched by the 2-Wasserstein distance, whose values scale "
-        "differently (give it its own --beta)", choices=STYLE_STATISTICS))
+    precision: str = field(
+        default="auto",
+        metadata=option(
+            "VGG19 convolutions in float32 or bfloat16; auto: bfloat16 where a probe shows it faster",
+            choices=PRECISIONS,
+        ),
+    )
+    normalize_vgg: bool = field(
+        default=False,
+        metadata=option(
+            "Gatys et al.'s VGG19: every channel divided by its mean activation over the registry's six images "
+            "(factors "
+            "computed once and cached); also switches the defaults of --pooling, --alpha, --beta and --tv"
+        ),
+    )
+    style_statistic: str = field(
+        default="gram",
+        metadata=option(
+            "what the style term matches in each style layer: gram, Gatys et al.'s Gram matrices; wasserstein, the "
+            "features as a Gaussian (mean and covariance) matched by the 2-Wasserstein distance, whose values scale "
+            "differently (give it its own --beta)",
+            choices=STYLE_STATISTICS,
+        ),
+    )
 
     def __post_init__(self) -> None:
         """Validate every field, raising NSTError with one clear line."""
@@ -174,15 +245,21 @@ class StyleConfig:
             raise NSTError("alpha and beta are both 0: nothing to optimise")
         if self.learning_rate == 0:
             raise NSTError("learning_rate must be > 0")
-        if self.tol is not None and (not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool)
-                                     or not math.isfinite(self.tol) or self.tol < 0):
+        if self.tol is not None and (
+            not isinstance(self.tol, (int, float))
+            or isinstance(self.tol, bool)
+            or not math.isfinite(self.tol)
+            or self.tol < 0
+        ):
             raise NSTError(f"tol must be a finite number >= 0 (or None: off), got {self.tol!r}")
         if self.optimizer not in OPTIMIZERS:
             raise NSTError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:
             raise NSTError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         if self.style_statistic not in STYLE_STATISTICS:
-            raise NSTError(f"unknown style_statistic {self.style_statistic!r}; choose one of {', '.join(STYLE_STATISTICS)}")
+            raise NSTError(
+                f"unknown style_statistic {self.style_statistic!r}; choose one of {', '.join(STYLE_STATISTICS)}"
+            )
         check_pooling(self.pooling)
         check_precision(self.precision)
         object.__setattr__(self, "content_layers", check_layers(tuple(self.content_layers)))
@@ -212,7 +289,11 @@ class StyleConfig:
         """Validate the control fields (blend, style scale, layer weight exponent, colour preservation)."""
         if self.style_blend is not None:
             object.__setattr__(self, "style_blend", check_blend(self.style_blend))
-        if not isinstance(self.style_scale, (int, float)) or not math.isfinite(self.style_scale) or self.style_scale <= 0:
+        if (
+            not isinstance(self.style_scale, (int, float))
+            or not math.isfinite(self.style_scale)
+            or self.style_scale <= 0
+        ):
             raise NSTError(f"style_scale must be a finite number > 0, got {self.style_scale!r}")
         if self.style_layer_weight_exp is not None:
             e = self.style_layer_weight_exp
@@ -221,7 +302,9 @@ class StyleConfig:
             if self.style_layer_weights is not None:
                 raise NSTError("give either style_layer_weights or style_layer_weight_exp, not both")
         if self.preserve_colors is not None and self.preserve_colors not in PRESERVE_COLORS:
-            raise NSTError(f"unknown preserve_colors {self.preserve_colors!r}; choose one of {', '.join(PRESERVE_COLORS)}")
+            raise NSTError(
+                f"unknown preserve_colors {self.preserve_colors!r}; choose one of {', '.join(PRESERVE_COLORS)}"
+            )
 
     def layer_weights(self) -> tuple[float, ...]:
         """Return the per-style-layer weights normalised to sum to 1 (equal by default, exp**i with an exponent)."""
@@ -231,11 +314,11 @@ class StyleConfig:
         return tuple(x / sum(w) for x in w)
 
     @classmethod
-    def normalized(cls, **changes) -> "StyleConfig":
+    def normalized(cls, **changes) -> StyleConfig:
         """Return a config for Gatys et al.'s normalised VGG19, average pooling and the weights found for it."""
         return cls(**{**NORMALIZED, **changes})
 
-    def replace(self, **changes) -> "StyleConfig":
+    def replace(self, **changes) -> StyleConfig:
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
@@ -250,7 +333,9 @@ def content_shape(image_hw: tuple[int, int], layer: str) -> tuple[int, int, int]
     return h, w, c
 
 
-def paper_alpha_over_beta(alpha: float, beta: float, image_hw: tuple[int, int], content_layer: str = CONTENT_LAYERS[0]) -> float:
+def paper_alpha_over_beta(
+    alpha: float, beta: float, image_hw: tuple[int, int], content_layer: str = CONTENT_LAYERS[0]
+) -> float:
     """Return Gatys et al.'s alpha/beta for our (alpha, beta) at this image size.
 
     Ours: alpha * mean((F - P)^2) + beta * sum_l w_l mean((G_l - A_l)^2) with G = F^T F / M. The paper's content
@@ -265,4 +350,3 @@ def network_defaults(normalize_vgg: bool) -> dict:
     """Return the network fields a run starts from: NORMALIZED, or StyleConfig's defaults (the tutorial's raw VGG19)."""
     fields = StyleConfig.__dataclass_fields__
     return dict(NORMALIZED) if normalize_vgg else {k: fields[k].default for k in NORMALIZED}
-

@@ -21,9 +21,7 @@ from .run import stylize
 
 # Gatys et al.'s Figure 1: content reconstructed from one layer per block, style from a growing set of layers.
 CONTENT_RECONSTRUCTION_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
-STYLE_RECONSTRUCTION_SETS = tuple(
-    tuple(f"block{b}_conv1" for b in range(1, last + 1)) for last in range(1, 6)
-)
+STYLE_RECONSTRUCTION_SETS = tuple(tuple(f"block{b}_conv1" for b in range(1, last + 1)) for last in range(1, 6))
 
 
 # --- notebook 01: the weights and the architecture ---------------------------------------------------------
@@ -37,9 +35,17 @@ def layer_table(image: np.ndarray, weights: str | os.PathLike | None = None) -> 
     for name in LAYERS:
         _, h, w, c = outputs[name].shape
         layer = model.get_layer(name)
-        rows.append({"layer": name, "paper name": short_name(name), "kind": "conv 3x3 + ReLU" if "conv" in name else "max pool 2x2",
-                     "output (H, W, C)": (int(h), int(w), int(c)), "positions H*W": int(h * w),
-                     "values": int(h * w * c), "parameters": int(layer.count_params())})
+        rows.append(
+            {
+                "layer": name,
+                "paper name": short_name(name),
+                "kind": "conv 3x3 + ReLU" if "conv" in name else "max pool 2x2",
+                "output (H, W, C)": (int(h), int(w), int(c)),
+                "positions H*W": int(h * w),
+                "values": int(h * w * c),
+                "parameters": int(layer.count_params()),
+            }
+        )
     return rows
 
 
@@ -71,8 +77,10 @@ def round_trip(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 def channel_stats(x: np.ndarray, names: Sequence[str]) -> list[dict]:
     """Return one row per channel of an HxWx3 array: its name, min, mean and max."""
-    return [{"channel": n, "min": float(x[..., i].min()), "mean": float(x[..., i].mean()), "max": float(x[..., i].max())}
-            for i, n in enumerate(names)]
+    return [
+        {"channel": n, "min": float(x[..., i].min()), "mean": float(x[..., i].mean()), "max": float(x[..., i].max())}
+        for i, n in enumerate(names)
+    ]
 
 
 def vgg_input_view(x: np.ndarray) -> np.ndarray:
@@ -84,8 +92,9 @@ def vgg_input_view(x: np.ndarray) -> np.ndarray:
 # --- notebook 03: what layers see --------------------------------------------------------------------------
 
 
-def feature_maps(image: np.ndarray, layers: Sequence[str], n: int = 4,
-                 weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+def feature_maps(
+    image: np.ndarray, layers: Sequence[str], n: int = 4, weights: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
     """Return {layer: (n, H, W) maps} of the n channels with the largest mean activation on this image."""
     feats = get_extractor(layers, "max", weights)(np.asarray(image, np.float32)[None])
     out = {}
@@ -118,36 +127,86 @@ class Reconstruction:
 
     def summary(self) -> str:
         """Return one line: label, loss at the start and the best loss reached."""
-        return (f"{self.label:>32}: loss {self.history[0]:.3e} -> {min(self.history):.3e} "
-                f"({100 * min(self.history) / self.history[0]:.2f}% of start, {len(self.history)} steps)")
+        return (
+            f"{self.label:>32}: loss {self.history[0]:.3e} -> {min(self.history):.3e} "
+            f"({100 * min(self.history) / self.history[0]:.2f}% of start, {len(self.history)} steps)"
+        )
 
 
-def reconstruct_content(image: np.ndarray, layers: Sequence[str] = CONTENT_RECONSTRUCTION_LAYERS, *, size: int = 128,
-                        steps: int = 50, noise: float = 0.2, seed: int = 0, pooling: str = "max",
-                        weights: str | os.PathLike | None = None) -> list[Reconstruction]:
+def reconstruct_content(
+    image: np.ndarray,
+    layers: Sequence[str] = CONTENT_RECONSTRUCTION_LAYERS,
+    *,
+    size: int = 128,
+    steps: int = 50,
+    noise: float = 0.2,
+    seed: int = 0,
+    pooling: str = "max",
+    weights: str | os.PathLike | None = None,
+) -> list[Reconstruction]:
     """Return one Reconstruction per layer: white noise optimised to match only that layer's feature maps."""
     out = []
     for layer in layers:
         target = resize(np.asarray(image, np.float32), size)
-        r = stylize(target, target, size=size, steps=steps, alpha=1.0, beta=0.0, tv=0.0, content_layers=(layer,),
-                    style_layers=(layer,), init="noise", seed=seed, pooling=pooling, progress=False, weights=weights,
-                    init_image=noise_image(target.shape, noise, seed))
+        r = stylize(
+            target,
+            target,
+            size=size,
+            steps=steps,
+            alpha=1.0,
+            beta=0.0,
+            tv=0.0,
+            content_layers=(layer,),
+            style_layers=(layer,),
+            init="noise",
+            seed=seed,
+            pooling=pooling,
+            progress=False,
+            weights=weights,
+            init_image=noise_image(target.shape, noise, seed),
+        )
         out.append(Reconstruction(short_name(layer), (layer,), r.image, r.history["content"]))
     return out
 
 
-def reconstruct_style(image: np.ndarray, layer_sets: Sequence[Sequence[str]] = STYLE_RECONSTRUCTION_SETS, *,
-                      size: int = 128, steps: int = 50, noise: float = 1.0, seed: int = 0, pooling: str = "max",
-                      weights: str | os.PathLike | None = None) -> list[Reconstruction]:
+def reconstruct_style(
+    image: np.ndarray,
+    layer_sets: Sequence[Sequence[str]] = STYLE_RECONSTRUCTION_SETS,
+    *,
+    size: int = 128,
+    steps: int = 50,
+    noise: float = 1.0,
+    seed: int = 0,
+    pooling: str = "max",
+    weights: str | os.PathLike | None = None,
+) -> list[Reconstruction]:
     """Return one Reconstruction per layer set: white noise optimised to match only those layers' Gram matrices."""
     out = []
     for layers in layer_sets:
         layers = tuple(layers)
         target = resize(np.asarray(image, np.float32), size)
-        r = stylize(target, target, size=size, steps=steps, alpha=0.0, beta=1.0, tv=0.0, content_layers=(layers[-1],),
-                    style_layers=layers, init="noise", seed=seed, pooling=pooling, progress=False, weights=weights,
-                    init_image=noise_image(target.shape, noise, seed))
-        label = " + ".join(short_name(n) for n in layers) if len(layers) <= 2 else f"{short_name(layers[0])} ... {short_name(layers[-1])}"
+        r = stylize(
+            target,
+            target,
+            size=size,
+            steps=steps,
+            alpha=0.0,
+            beta=1.0,
+            tv=0.0,
+            content_layers=(layers[-1],),
+            style_layers=layers,
+            init="noise",
+            seed=seed,
+            pooling=pooling,
+            progress=False,
+            weights=weights,
+            init_image=noise_image(target.shape, noise, seed),
+        )
+        label = (
+            " + ".join(short_name(n) for n in layers)
+            if len(layers) <= 2
+            else f"{short_name(layers[0])} ... {short_name(layers[-1])}"
+        )
         out.append(Reconstruction(label, layers, r.image, r.history["style"]))
     return out
 
@@ -167,9 +226,13 @@ def shuffle_positions(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return flat[np.random.default_rng(seed).permutation(h * w)].reshape(features.shape)
 
 
-def loss_table(reference: np.ndarray, candidates: dict[str, np.ndarray], content_layer: str = "block5_conv2",
-               style_layers: Sequence[str] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
-               weights: str | os.PathLike | None = None) -> list[dict]:
+def loss_table(
+    reference: np.ndarray,
+    candidates: dict[str, np.ndarray],
+    content_layer: str = "block5_conv2",
+    style_layers: Sequence[str] = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+    weights: str | os.PathLike | None = None,
+) -> list[dict]:
     """Return one row per candidate image: unweighted content, style (mean over layers) and TV against the reference."""
     ext = get_extractor((content_layer, *style_layers), "max", weights)
     ref = ext(np.asarray(reference, np.float32)[None])
@@ -177,21 +240,38 @@ def loss_table(reference: np.ndarray, candidates: dict[str, np.ndarray], content
     for name, img in candidates.items():
         f = ext(np.asarray(img, np.float32)[None])
         s = np.mean([float(style_loss(gram_matrix(f[n]), gram_matrix(ref[n]))[0]) for n in style_layers])
-        rows.append({"image": name, "content loss": float(content_loss(f[content_layer], ref[content_layer])[0]),
-                     "style loss": float(s), "total variation": float(total_variation(np.asarray(img, np.float32)[None])[0])})
+        rows.append(
+            {
+                "image": name,
+                "content loss": float(content_loss(f[content_layer], ref[content_layer])[0]),
+                "style loss": float(s),
+                "total variation": float(total_variation(np.asarray(img, np.float32)[None])[0]),
+            }
+        )
     return rows
 
 
 # --- notebook 07: why the raw network's layers are unequal ---------------------------------------------------
 
 
-def gram_magnitudes(content: np.ndarray, style: np.ndarray, layers: Sequence[str], pooling: str = "max",
-                    normalize: bool = False, weights: str | os.PathLike | None = None) -> dict[str, dict[str, float]]:
+def gram_magnitudes(
+    content: np.ndarray,
+    style: np.ndarray,
+    layers: Sequence[str],
+    pooling: str = "max",
+    normalize: bool = False,
+    weights: str | os.PathLike | None = None,
+) -> dict[str, dict[str, float]]:
     """Return {layer: {"gram": mean |Gram entry| of the style image, "style loss": unweighted, content vs style}}."""
     ext = get_extractor(layers, pooling, weights, "float32", normalize)
     fc, fs = (ext(np.asarray(x, np.float32)[None]) for x in (content, style))
-    return {n: {"gram": float(tf.reduce_mean(tf.abs(gram_matrix(fs[n])))),
-                "style loss": float(style_loss(gram_matrix(fc[n]), gram_matrix(fs[n]))[0])} for n in layers}
+    return {
+        n: {
+            "gram": float(tf.reduce_mean(tf.abs(gram_matrix(fs[n])))),
+            "style loss": float(style_loss(gram_matrix(fc[n]), gram_matrix(fs[n]))[0]),
+        }
+        for n in layers
+    }
 
 
 def grid_distances(images: Sequence[np.ndarray], reference: np.ndarray, cols: int) -> np.ndarray:
@@ -200,9 +280,15 @@ def grid_distances(images: Sequence[np.ndarray], reference: np.ndarray, cols: in
     return np.asarray(d).reshape(-1, cols)
 
 
-def matched_style_weights(content: np.ndarray, style: np.ndarray, layers: Sequence[str], strength: float,
-                          pooling: str = "avg", normalize: bool = True,
-                          weights: str | os.PathLike | None = None) -> list[float]:
+def matched_style_weights(
+    content: np.ndarray,
+    style: np.ndarray,
+    layers: Sequence[str],
+    strength: float,
+    pooling: str = "avg",
+    normalize: bool = True,
+    weights: str | os.PathLike | None = None,
+) -> list[float]:
     """Return one beta per layer so that each single-layer run starts with the same style term, `strength`.
 
     At the content image (the start) beta_l * style_loss_l = strength: the runs begin equally far from their style
@@ -212,10 +298,19 @@ def matched_style_weights(content: np.ndarray, style: np.ndarray, layers: Sequen
     return [strength / mags[n]["style loss"] for n in layers]
 
 
-def layer_roles(content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str]) -> list[dict]:
+def layer_roles(
+    content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str]
+) -> list[dict]:
     """Return one row per conv layer saying whether it is a content layer, a style layer, a seed style layer."""
     mark = lambda name, group: "yes" if name in group else ""  # noqa: E731
-    return [{"layer": n, "paper name": short_name(n), "content": mark(n, content_layers), "style (Gatys)": mark(n, style_layers),
-             "style (original write-up)": mark(n, seed_style_layers)} for n in LAYERS if "conv" in n]
-
-
+    return [
+        {
+            "layer": n,
+            "paper name": short_name(n),
+            "content": mark(n, content_layers),
+            "style (Gatys)": mark(n, style_layers),
+            "style (original write-up)": mark(n, seed_style_layers),
+        }
+        for n in LAYERS
+        if "conv" in n
+    ]

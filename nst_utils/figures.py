@@ -22,32 +22,55 @@ PAIR_LAYERS = ("block1_conv1", "block5_conv1")
 PAIR_STRENGTH = 100.0  # each single-layer run starts with style term 100 (alpha = 1, content term 0)
 
 
-def layer_pair(content, style, size: int, steps: int, strength: float = PAIR_STRENGTH,
-               weights: str | os.PathLike | None = None) -> tuple[plt.Figure, list[Result]]:
+def layer_pair(
+    content, style, size: int, steps: int, strength: float = PAIR_STRENGTH, weights: str | os.PathLike | None = None
+) -> tuple[plt.Figure, list[Result]]:
     """Return (figure, results) of style from block1_conv1 only vs block5_conv1 only, at matched starting strength."""
     c, s = as_image(content, size), as_image(style, size)
     betas = matched_style_weights(c, s, PAIR_LAYERS, strength, weights=weights)
-    results = sweep(c, s, StyleConfig.normalized(size=size, steps=steps, style_layers=PAIR_LAYERS),
-                    [{"style_layer_weights": (1, 0), "beta": betas[0]}, {"style_layer_weights": (0, 1), "beta": betas[1]}],
-                    weights=weights)
-    fig = plots.show_images([c, s, results[0].image, results[1].image],
-                            ["content", "style", "style from conv1_1 only", "style from conv5_1 only"], height=3.2,
-                            suptitle="conv1_1 carries colour and grain, conv5_1 larger strokes and shapes")
+    results = sweep(
+        c,
+        s,
+        StyleConfig.normalized(size=size, steps=steps, style_layers=PAIR_LAYERS),
+        [{"style_layer_weights": (1, 0), "beta": betas[0]}, {"style_layer_weights": (0, 1), "beta": betas[1]}],
+        weights=weights,
+    )
+    fig = plots.show_images(
+        [c, s, results[0].image, results[1].image],
+        ["content", "style", "style from conv1_1 only", "style from conv5_1 only"],
+        height=3.2,
+        suptitle="conv1_1 carries colour and grain, conv5_1 larger strokes and shapes",
+    )
     return fig, results
 
 
-def fig3_grid(content, style, size: int, steps: int, ratios: Sequence[float] = GRID_RATIOS,
-              weights: str | os.PathLike | None = None) -> tuple[plt.Figure, list[Result]]:
+def fig3_grid(
+    content,
+    style,
+    size: int,
+    steps: int,
+    ratios: Sequence[float] = GRID_RATIOS,
+    weights: str | os.PathLike | None = None,
+) -> tuple[plt.Figure, list[Result]]:
     """Return (figure, row-major results) of Fig. 3: rows conv1_1, +conv2_1 ... +conv5_1, columns beta/alpha."""
     config = StyleConfig.normalized(size=size, steps=steps)
     c = as_image(content, size)
-    results = sweep(c, style, config, grid_settings(cumulative_layer_weights(len(STYLE_LAYERS)), ratios, config.alpha),
-                    weights=weights)
+    results = sweep(
+        c,
+        style,
+        config,
+        grid_settings(cumulative_layer_weights(len(STYLE_LAYERS)), ratios, config.alpha),
+        weights=weights,
+    )
     paper = [paper_alpha_over_beta(config.alpha, r * config.alpha, c.shape[:2]) for r in ratios]
-    fig = plots.sweep_grid(results, ratios, plots.cumulative_labels([short_name(n) for n in STYLE_LAYERS]),
-                           title="Style from more layers (rows) and more style weight (columns)",
-                           xlabel="more style to the right (the paper's alpha/beta in brackets)",
-                           col_labels=[f"beta/alpha = {r:g}\n(paper {p:.0e})" for r, p in zip(ratios, paper)])
+    fig = plots.sweep_grid(
+        results,
+        ratios,
+        plots.cumulative_labels([short_name(n) for n in STYLE_LAYERS]),
+        title="Style from more layers (rows) and more style weight (columns)",
+        xlabel="more style to the right (the paper's alpha/beta in brackets)",
+        col_labels=[f"beta/alpha = {r:g}\n(paper {p:.0e})" for r, p in zip(ratios, paper)],
+    )
     return fig, results
 
 

@@ -17,8 +17,10 @@ SAFETY = 0.9  # use at most this share of the available memory
 
 def cgroup_free() -> int | None:
     """Return the bytes left under this process's cgroup (v2 or v1) memory limit, or None if unlimited."""
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             text = Path(limit).read_text().strip()
             if text == "max" or int(text) >= 1 << 60:

@@ -38,15 +38,19 @@ def check_raster(path: str | os.PathLike, img: Image.Image) -> None:
     """Return None if decoding `img` (header read, raster not yet) is safe, else raise NSTError saying why not."""
     w, h = img.size
     if w * h > MAX_PIXELS:
-        raise NSTError(f"{path} is {w}x{h} = {w * h:,} pixels, over the {MAX_PIXELS:,} this tool decodes safely "
-                       f"(a huge image or a decompression bomb); downscale it first")
+        raise NSTError(
+            f"{path} is {w}x{h} = {w * h:,} pixels, over the {MAX_PIXELS:,} this tool decodes safely "
+            f"(a huge image or a decompression bomb); downscale it first"
+        )
     bands = max(len(img.getbands()), 3)
     sample = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
     need = w * h * (2 * bands * sample + (8 if sample > 1 else 0) + 6)  # raster, a converted copy, RGB result
     free = host.available_bytes()
     if need > free * host.SAFETY:
-        raise NSTError(f"{path} ({w}x{h}) needs about {need / 2**30:.1f} GiB to decode but only {free / 2**30:.1f} GiB "
-                       f"is free; downscale it first or free memory")
+        raise NSTError(
+            f"{path} ({w}x{h}) needs about {need / 2**30:.1f} GiB to decode but only {free / 2**30:.1f} GiB "
+            f"is free; downscale it first or free memory"
+        )
 
 
 def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarray:
@@ -79,7 +83,10 @@ def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarr
     except UnidentifiedImageError as exc:
         raise NSTError(f"{p} is not an image Pillow can read (corrupt, or not an image at all)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise NSTError(f"{p} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the file is truncated or corrupt") from exc
+        raise NSTError(
+            f"{p} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "the file is truncated or corrupt"
+        ) from exc
     if max_size:
         rgb = resize_pil(rgb, max_size)
     return np.asarray(rgb, dtype=np.float32) / 255.0
@@ -103,13 +110,18 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     hw = fit_long_side(image.shape[:2], size) if isinstance(size, int) else tuple(size)
     if hw == image.shape[:2]:
         return image.astype(np.float32)
-    chans = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(hw[::-1], Image.Resampling.LANCZOS)
-             for c in range(image.shape[-1])]
+    chans = [
+        Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(
+            hw[::-1], Image.Resampling.LANCZOS
+        )
+        for c in range(image.shape[-1])
+    ]
     return np.clip(np.stack([np.asarray(c) for c in chans], -1), 0.0, 1.0).astype(np.float32)
 
 
 def as_image(source, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Return an HxWx3 float32 image in [0, 1] from a path, registry name or array (NumPy or a tensor), resized if asked."""
+    """Return an HxWx3 float32 image in [0, 1] from a path, registry name or array (NumPy or a tensor), resized if
+    asked."""
     array = isinstance(source, np.ndarray) or hasattr(source, "numpy")  # a TensorFlow tensor, without importing TF
     if array:
         img = np.asarray(source, dtype=np.float32)
@@ -126,8 +138,10 @@ def as_image(source, size: int | tuple[int, int] | None = None) -> np.ndarray:
         img = resize(img, size)
     if min(img.shape[:2]) < 16:
         name = "" if array else f"{source} "  # tiny images are upscaled; thin ones refused
-        raise NSTError(f"image {name}is {img.shape[1]}x{img.shape[0]} px after resizing: too thin for VGG19, which needs "
-                       f"at least 16 px per side; crop it to a less elongated shape or use a larger --size")
+        raise NSTError(
+            f"image {name}is {img.shape[1]}x{img.shape[0]} px after resizing: too thin for VGG19, which needs "
+            f"at least 16 px per side; crop it to a less elongated shape or use a larger --size"
+        )
     return img
 
 
@@ -144,9 +158,9 @@ def deprocess(x):
 # --- colour preservation (Gatys et al. 2016, "Controlling Perceptual Factors") -----------------------------------
 
 # NTSC YIQ: Y is luminance, I and Q carry the chroma.
-RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
-                       [0.595716, -0.274453, -0.321263],
-                       [0.211456, -0.522591, 0.311135]], dtype=np.float64)
+RGB_TO_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]], dtype=np.float64
+)
 YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
 
 
@@ -198,7 +212,8 @@ def colour_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def match_colour(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Return `source` recoloured by x -> A(x - mu_s) + mu_t, A = cov_t^1/2 cov_s^-1/2, so its colour mean and covariance match `target`'s."""
+    """Return `source` recoloured by x -> A(x - mu_s) + mu_t, A = cov_t^1/2 cov_s^-1/2, so that its colour mean and
+    covariance match `target`'s."""
     mu_s, cov_s = colour_stats(source)
     mu_t, cov_t = colour_stats(target)
     a = _colour_sqrtm(cov_t) @ _colour_sqrtm(cov_s, inverse=True)
@@ -206,7 +221,9 @@ def match_colour(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.clip(px.reshape(source.shape), 0.0, 1.0).astype(np.float32)
 
 
-def prepare_colours(mode: str | None, content: np.ndarray, styles: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+def prepare_colours(
+    mode: str | None, content: np.ndarray, styles: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Return (content, styles) as the optimisation should see them for colour mode `mode` (None: unchanged)."""
     if mode is None:
         return content, styles

@@ -64,9 +64,13 @@ def prepare_inputs(config: StyleConfig, content=None, style=None, style_mask=Non
     mask = None
     if style_mask is not None:
         if blend is not None and len(set(blend)) > 1:
-            raise NSTError("style blend weights do not apply with a style mask (the mask decides where each style goes)")
+            raise NSTError(
+                "style blend weights do not apply with a style mask (the mask decides where each style goes)"
+            )
         mask = load_mask(style_mask, content_img.shape[:2])
         if len(style_imgs) > 2:
             raise NSTError(f"a style mask takes one or two style images, got {len(style_imgs)}")
     c_in, s_in = prepare_colours(config.preserve_colors, content_img, style_imgs)
-    return Inputs(content=c_in, styles=s_in, blend=blend, mask=mask, original=content_img, colour=config.preserve_colors)
+    return Inputs(
+        content=c_in, styles=s_in, blend=blend, mask=mask, original=content_img, colour=config.preserve_colors
+    )

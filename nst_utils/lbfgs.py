@@ -48,13 +48,44 @@ def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 class ProjectedLBFGS:
     """Minimises a separable batched objective over images in [lower, upper]; state in variables, loop in a graph."""
 
-    STATE = ("x", "f", "g", "d", "t", "trial", "evaluated", "s_hist", "y_hist", "sy", "yy", "head", "count",
-             "backtracks", "scale", "fresh", "best_x", "best_f")
+    STATE = (
+        "x",
+        "f",
+        "g",
+        "d",
+        "t",
+        "trial",
+        "evaluated",
+        "s_hist",
+        "y_hist",
+        "sy",
+        "yy",
+        "head",
+        "count",
+        "backtracks",
+        "scale",
+        "fresh",
+        "best_x",
+        "best_f",
+    )
 
-    def __init__(self, value_and_grad: ValueAndGrad, shape: Sequence[int], terms: Sequence[str] = ("total",),
-                 memory: int = 20, first_step: float = FIRST_STEP, lower: float = 0.0, upper: float = 1.0):
+    def __init__(
+        self,
+        value_and_grad: ValueAndGrad,
+        shape: Sequence[int],
+        terms: Sequence[str] = ("total",),
+        memory: int = 20,
+        first_step: float = FIRST_STEP,
+        lower: float = 0.0,
+        upper: float = 1.0,
+    ):
         self.fn, self.shape, self.terms = value_and_grad, tuple(int(s) for s in shape), tuple(terms)
-        self.memory, self.first_step, self.lower, self.upper = int(memory), float(first_step), float(lower), float(upper)
+        self.memory, self.first_step, self.lower, self.upper = (
+            int(memory),
+            float(first_step),
+            float(lower),
+            float(upper),
+        )
         b, n, m = self.shape[0], int(np.prod(self.shape[1:])), self.memory
 
         def var(shape, dtype=tf.float32) -> tf.Variable:
@@ -70,8 +101,7 @@ class ProjectedLBFGS:
 
     def start(self, x0) -> None:
         """Begin a new run at x0 (batch, ...): the memory is cleared and the next evaluation is at x0 itself."""
-        x0 = tf.reshape(tf.clip_by_value(tf.convert_to_tensor(x0, tf.float32), self.lower, self.upper),
-                        self.x.shape)
+        x0 = tf.reshape(tf.clip_by_value(tf.convert_to_tensor(x0, tf.float32), self.lower, self.upper), self.x.shape)
         for v in (self.x, self.trial, self.evaluated, self.best_x):
             v.assign(x0)
         for v in (self.g, self.d, self.f, self.t, self.scale, self.head, self.count, self.backtracks, self.sy, self.yy):
@@ -86,7 +116,9 @@ class ProjectedLBFGS:
     def restore(self, arrays: Sequence[np.ndarray]) -> bool:
         """Load a state from `state()`; return False (nothing changed) if it does not fit this optimiser."""
         variables = [getattr(self, name) for name in self.STATE]
-        if len(arrays) != len(variables) or any(tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(arrays, variables)):
+        if len(arrays) != len(variables) or any(
+            tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(arrays, variables)
+        ):
             return False
         for v, a in zip(variables, arrays):
             v.assign(tf.convert_to_tensor(a, v.dtype))
@@ -140,7 +172,9 @@ class ProjectedLBFGS:
         back = tf.argsort(order, axis=1)  # age -> slot
         u_slot = tf.gather(u[..., 0], back, batch_dims=1)
         v_slot = tf.gather(v[..., 0], back, batch_dims=1)
-        hq = gamma[:, None] * (q - tf.einsum("bmn,bm->bn", self.y_hist, u_slot)) + tf.einsum("bmn,bm->bn", self.s_hist, v_slot)
+        hq = gamma[:, None] * (q - tf.einsum("bmn,bm->bn", self.y_hist, u_slot)) + tf.einsum(
+            "bmn,bm->bn", self.s_hist, v_slot
+        )
         return -tf.where(free, hq, 0.0)
 
     def _remember(self, s: tf.Tensor, y: tf.Tensor, store: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
@@ -201,12 +235,23 @@ class ProjectedLBFGS:
         count = tf.where(restart, 0, count)
         d = tf.where(restart[:, None], steepest, d)
         d = tf.where(renew[:, None], d, self.d)
-        first_t = self.first_step / tf.maximum(tf.reduce_max(tf.abs(d), axis=1), 1e-30) if self.first_step > 0 \
+        first_t = (
+            self.first_step / tf.maximum(tf.reduce_max(tf.abs(d), axis=1), 1e-30)
+            if self.first_step > 0
             else tf.ones_like(f)
+        )
         t = tf.where(renew, tf.where(count == 0, first_t, 1.0), 0.5 * self.t)
-        for v, value in ((self.x, x), (self.f, f), (self.g, g), (self.d, d), (self.t, t), (self.head, head),
-                         (self.count, count), (self.backtracks, backtracks),
-                         (self.trial, tf.clip_by_value(x + t[:, None] * d, self.lower, self.upper))):
+        for v, value in (
+            (self.x, x),
+            (self.f, f),
+            (self.g, g),
+            (self.d, d),
+            (self.t, t),
+            (self.head, head),
+            (self.count, count),
+            (self.backtracks, backtracks),
+            (self.trial, tf.clip_by_value(x + t[:, None] * d, self.lower, self.upper)),
+        ):
             v.assign(value)
         self.fresh.assign(tf.zeros_like(fresh))
         return {k: tf.convert_to_tensor(terms[k], tf.float32) for k in self.terms}, tf.reduce_all(finite)
@@ -220,5 +265,7 @@ class ProjectedLBFGS:
             terms, finite = self._step()
             return i + 1, finite, {name: arrays[name].write(i, terms[name]) for name in self.terms}
 
-        n, _, arrays = tf.while_loop(lambda i, ok, arrays: (i < k) & ok, body, (tf.constant(0), tf.constant(True), arrays))
+        n, _, arrays = tf.while_loop(
+            lambda i, ok, arrays: (i < k) & ok, body, (tf.constant(0), tf.constant(True), arrays)
+        )
         return {name: arrays[name].stack() for name in self.terms}, n

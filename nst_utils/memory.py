@@ -39,8 +39,14 @@ def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
     return sum(h * w * c for _, h, w, c in layer_shapes(height, width, deepest))
 
 
-def estimate_bytes(height: int, width: int, layers: Sequence[str] | None = None, optimizer: str = "lbfgs",
-                   maxcor: int = 20, batch: int = 1) -> int:
+def estimate_bytes(
+    height: int,
+    width: int,
+    layers: Sequence[str] | None = None,
+    optimizer: str = "lbfgs",
+    maxcor: int = 20,
+    batch: int = 1,
+) -> int:
     """Return the estimated peak resident memory in bytes of a run producing an HxW image."""
     layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
     acts = activation_elements(height, width, layers) * 4 * batch
@@ -90,9 +96,11 @@ def check(height: int, width: int, config) -> int:
         return need
     fits = largest_size((height, width), need_at, budget, max(height, width))
     hint = f"use --size {fits} or less (the largest that fits now)" if fits else "free some memory"
-    raise NSTError(f"a {width}x{height} run needs about {need / 2**30:.1f} GiB of memory but only "
-                   f"{budget / 2**30:.1f} GiB is available; {hint}, or close other programs "
-                   f"(set {SKIP_ENV}=1 to skip this check)")
+    raise NSTError(
+        f"a {width}x{height} run needs about {need / 2**30:.1f} GiB of memory but only "
+        f"{budget / 2**30:.1f} GiB is available; {hint}, or close other programs "
+        f"(set {SKIP_ENV}=1 to skip this check)"
+    )
 
 
 def source_shape(source, size: int) -> tuple[int, int] | None:

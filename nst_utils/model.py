@@ -29,8 +29,14 @@ from .images import load_image, preprocess
 from .outputs import atomic_write
 
 # Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
-REFERENCE_IMAGES = ("japanese_garden.jpg", "picasso_selfportrait.jpg", "tubingen.jpg", "starry_night.jpg",
-                    "the_scream.jpg", "seated-nude.jpg")
+REFERENCE_IMAGES = (
+    "japanese_garden.jpg",
+    "picasso_selfportrait.jpg",
+    "tubingen.jpg",
+    "starry_night.jpg",
+    "the_scream.jpg",
+    "seated-nude.jpg",
+)
 REFERENCE_SIZE = 384  # long side the reference images are read at for the channel means
 
 
@@ -41,13 +47,17 @@ def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np
         with h5py.File(path, "r") as f:
             for name in names:
                 if name not in f:
-                    raise NSTError(f"{path} has no layer {name}: not the VGG19 notop weights file; {assets.WEIGHTS_HOW_TO}")
+                    raise NSTError(
+                        f"{path} has no layer {name}: not the VGG19 notop weights file; {assets.WEIGHTS_HOW_TO}"
+                    )
                 g = f[name]
                 wnames = [w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]]
                 kernel, bias = (np.asarray(g[w], dtype=np.float32) for w in wnames)
                 cin = 3 if name == "block1_conv1" else None
                 if kernel.shape[:2] != (3, 3) or kernel.shape[3] != CHANNELS[name] or (cin and kernel.shape[2] != cin):
-                    raise NSTError(f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's; {assets.WEIGHTS_HOW_TO}")
+                    raise NSTError(
+                        f"{path}: layer {name} has kernel shape {kernel.shape}, not VGG19's; {assets.WEIGHTS_HOW_TO}"
+                    )
                 out[name] = (kernel, bias)
     except (OSError, KeyError, ValueError) as exc:
         raise NSTError(f"{path} is not a readable VGG19 h5 weights file ({exc}); {assets.WEIGHTS_HOW_TO}") from exc
@@ -83,8 +93,9 @@ def resolve_precision(precision: str = "auto") -> str:
     return _auto_precision() if check_precision(precision) == "auto" else precision
 
 
-def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max",
-                precision: str = "float32") -> tf.keras.Model:
+def build_vgg19(
+    outputs: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max", precision: str = "float32"
+) -> tf.keras.Model:
     """Return a frozen Keras VGG19 taking preprocessed BGR input, built up to the deepest of `outputs`.
 
     With precision "bfloat16" every layer after block1_conv1 computes in bfloat16 (weights kept float32 and cast):
@@ -116,13 +127,18 @@ def build_vgg19(outputs: Sequence[str], weights: str | os.PathLike | None = None
     return model
 
 
-def mean_activations(images: Sequence[np.ndarray], pooling: str = "max",
-                     weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+def mean_activations(
+    images: Sequence[np.ndarray], pooling: str = "max", weights: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
     """Return {conv layer: (C,) mean activation over positions, then over images} of the unnormalised VGG19."""
     model = build_vgg19(CONV_LAYERS, weights, pooling, "float32")
-    per_image = [{n: tf.reduce_mean(f, axis=[0, 1, 2]).numpy()
-                  for n, f in model(preprocess(tf.constant(np.asarray(img, np.float32)[None])), training=False).items()}
-                 for img in images]
+    per_image = [
+        {
+            n: tf.reduce_mean(f, axis=[0, 1, 2]).numpy()
+            for n, f in model(preprocess(tf.constant(np.asarray(img, np.float32)[None])), training=False).items()
+        }
+        for img in images
+    ]
     return {n: np.mean([m[n] for m in per_image], axis=0) for n in CONV_LAYERS}
 
 
@@ -147,8 +163,9 @@ def channel_means(pooling: str = "max", weights: str | os.PathLike | None = None
     return means
 
 
-def normalization_scales(layers: Sequence[str], pooling: str = "max",
-                         weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+def normalization_scales(
+    layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
     """Return {layer: (C,) factor 1/mean activation} that makes each channel's mean 1 (Gatys et al.'s rescaling).
 
     Dividing a ReLU layer's outputs by positive per-channel constants is the same network as Gatys' rescaled
@@ -157,28 +174,38 @@ def normalization_scales(layers: Sequence[str], pooling: str = "max",
     """
     means = channel_means(pooling, weights)
     convs = {n: n if "conv" in n else LAYERS[LAYERS.index(n) - 1] for n in check_layers(layers)}
-    return {n: np.where(means[c] > 0, 1.0 / np.maximum(means[c], 1e-30), 1.0).astype(np.float32)
-            for n, c in convs.items()}
+    return {
+        n: np.where(means[c] > 0, 1.0 / np.maximum(means[c], 1e-30), 1.0).astype(np.float32) for n, c in convs.items()
+    }
 
 
 class FeatureExtractor:
     """Maps RGB images in [0, 1] (batch, H, W, 3) to a dict of VGG19 activations for the chosen layers."""
 
-    def __init__(self, layers: Sequence[str], weights: str | os.PathLike | None = None, pooling: str = "max",
-                 precision: str = "float32", normalize: bool = False):
+    def __init__(
+        self,
+        layers: Sequence[str],
+        weights: str | os.PathLike | None = None,
+        pooling: str = "max",
+        precision: str = "float32",
+        normalize: bool = False,
+    ):
         self.layers = check_layers(list(dict.fromkeys(layers)))
         self.pooling = pooling
         self.precision = resolve_precision(precision)
         self.normalize = bool(normalize)
         self.model = build_vgg19(self.layers, weights, pooling, self.precision)
-        self.scales = {n: tf.constant(v) for n, v in normalization_scales(self.layers, pooling, weights).items()} \
-            if self.normalize else {}
+        self.scales = (
+            {n: tf.constant(v) for n, v in normalization_scales(self.layers, pooling, weights).items()}
+            if self.normalize
+            else {}
+        )
         # Always a graph, eager or not: targets and losses then round identically (matters in bfloat16, where
         # graph rewrites such as fused convolution + bias + ReLU round at other points than eager execution).
         self._graph = tf.function(self._features, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
 
     def _features(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Return {layer name: activation} for a float32 batch of RGB images in [0, 1] (channels scaled if normalised)."""
+        """Return {layer name: activation} for a float32 batch of RGB images in [0, 1] (scaled if normalised)."""
         feats = self.model(preprocess(image), training=False)
         return {n: f * self.scales[n] for n, f in feats.items()} if self.normalize else feats
 
@@ -186,24 +213,37 @@ class FeatureExtractor:
         """Return {layer name: activation} for a batch of RGB images in [0, 1]."""
         return self._graph(tf.convert_to_tensor(image, tf.float32))
 
-    def covers(self, layers: Sequence[str], pooling: str = "max", precision: str = "float32",
-               normalize: bool = False) -> bool:
+    def covers(
+        self, layers: Sequence[str], pooling: str = "max", precision: str = "float32", normalize: bool = False
+    ) -> bool:
         """Return True if this extractor already outputs all of `layers` with this pooling, precision, normalisation."""
-        return (pooling == self.pooling and resolve_precision(precision) == self.precision
-                and bool(normalize) == self.normalize and set(layers) <= set(self.layers))
+        return (
+            pooling == self.pooling
+            and resolve_precision(precision) == self.precision
+            and bool(normalize) == self.normalize
+            and set(layers) <= set(self.layers)
+        )
 
 
 _EXTRACTORS: dict[tuple, FeatureExtractor] = {}
 
 
-def get_extractor(layers: Sequence[str], pooling: str = "max", weights: str | os.PathLike | None = None,
-                  precision: str = "float32", normalize: bool = False) -> FeatureExtractor:
+def get_extractor(
+    layers: Sequence[str],
+    pooling: str = "max",
+    weights: str | os.PathLike | None = None,
+    precision: str = "float32",
+    normalize: bool = False,
+) -> FeatureExtractor:
     """Return a cached FeatureExtractor for these layers (one VGG19 build per layer set, pooling, precision and
     normalisation)."""
     precision = resolve_precision(precision)
     for (_, _, source, _, _), ext in _EXTRACTORS.items():  # never reuse a model built from other weights
-        if source == str(weights) and ext.covers(layers, pooling, precision, normalize) and \
-                max(map(depth, ext.layers)) == max(map(depth, layers)):
+        if (
+            source == str(weights)
+            and ext.covers(layers, pooling, precision, normalize)
+            and max(map(depth, ext.layers)) == max(map(depth, layers))
+        ):
             return ext
     key = (tuple(sorted(set(layers))), pooling, str(weights), precision, bool(normalize))
     _EXTRACTORS[key] = FeatureExtractor(layers, weights, pooling, precision, normalize)

@@ -172,12 +172,21 @@ class Objective:
         self.loss_terms = tf.function(self._loss_terms, input_signature=[IMAGE_SPEC])
         self.value_and_grad = tf.function(self._value_and_grad, input_signature=[IMAGE_SPEC])
 
-    def set_weights(self, alpha: float | None = None, beta: float | None = None, tv: float | None = None,
-                    style_layer_weights: Sequence[float] | None = None) -> None:
+    def set_weights(
+        self,
+        alpha: float | None = None,
+        beta: float | None = None,
+        tv: float | None = None,
+        style_layer_weights: Sequence[float] | None = None,
+    ) -> None:
         """Change loss weights in place (scalars, or one value per batch image; style_layer_weights
         (n_layers,) or (batch, n_layers)); never retraces."""
-        for var, value in ((self.alpha, alpha), (self.beta, beta), (self.tv, tv),
-                           (self.style_layer_weights, style_layer_weights)):
+        for var, value in (
+            (self.alpha, alpha),
+            (self.beta, beta),
+            (self.tv, tv),
+            (self.style_layer_weights, style_layer_weights),
+        ):
             if value is not None:
                 var.assign(tf.convert_to_tensor(value, tf.float32))
 
@@ -267,32 +276,57 @@ class GuidedObjective(Objective):
         feats = [self.extractor(img) for img in images]
         for n in self.style_layers:
             stats = [self.statistic.describe(f[n]) for f in feats]
-            _store(self.style_targets, n, self.statistic.target(tf.nest.map_structure(lambda *t: tf.concat(t, 0),
-                                                                                        *stats)))
+            _store(
+                self.style_targets, n, self.statistic.target(tf.nest.map_structure(lambda *t: tf.concat(t, 0), *stats))
+            )
 
     def _style_distance(self, name: str, features: tf.Tensor) -> tf.Tensor:
         """Return the region-guided style term of layer `name`: each region's distance weighted by its area."""
         stats = self.statistic.describe(features, tf.square(self.guides[name]))  # (batch, R, ...)
         target = self.style_targets[name]  # (R, ...)
-        per_region = tf.stack([self.statistic.distance(tf.nest.map_structure(lambda t, r=r: t[:, r], stats),
-                                                       tf.nest.map_structure(lambda t, r=r: t[r][None], target))
-                               for r in range(self.guides[name].shape[0])], -1)  # (batch, R)
+        per_region = tf.stack(
+            [
+                self.statistic.distance(
+                    tf.nest.map_structure(lambda t, r=r: t[:, r], stats),
+                    tf.nest.map_structure(lambda t, r=r: t[r][None], target),
+                )
+                for r in range(self.guides[name].shape[0])
+            ],
+            -1,
+        )  # (batch, R)
         return tf.reduce_sum(per_region * self.region_weights[name], -1)
 
 
-def build_objective(config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray],
-                    blend: Sequence[float] | None = None, weights: str | os.PathLike | None = None, *,
-                    mask: np.ndarray | None = None, device: str | None = None) -> Objective:
+def build_objective(
+    config: StyleConfig,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    blend: Sequence[float] | None = None,
+    weights: str | os.PathLike | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    device: str | None = None,
+) -> Objective:
     """Return the Objective for `config` with its targets computed once: guided by `mask` (style 1 where white)
     if given, built on `device` (its own VGG19 there) if given. `weights` is the VGG19 weights file."""
     layers = config.content_layers + config.style_layers
     with tf.device(device) if device is not None else contextlib.nullcontext():
-        extractor = (get_extractor(layers, config.pooling, weights, config.precision, config.normalize_vgg)
-                     if device is None else
-                     FeatureExtractor(layers, weights, config.pooling, config.precision, config.normalize_vgg))
+        extractor = (
+            get_extractor(layers, config.pooling, weights, config.precision, config.normalize_vgg)
+            if device is None
+            else FeatureExtractor(layers, weights, config.pooling, config.precision, config.normalize_vgg)
+        )
         kind = Objective if mask is None else GuidedObjective
-        obj = kind(extractor, config.content_layers, config.style_layers, alpha=config.alpha, beta=config.beta,
-                   tv=config.tv, style_layer_weights=config.layer_weights(), statistic=config.style_statistic)
+        obj = kind(
+            extractor,
+            config.content_layers,
+            config.style_layers,
+            alpha=config.alpha,
+            beta=config.beta,
+            tv=config.tv,
+            style_layer_weights=config.layer_weights(),
+            statistic=config.style_statistic,
+        )
         obj.set_content(content[None])
         if mask is not None:
             obj.set_guides(regions(mask, len(styles)))

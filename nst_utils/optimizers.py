@@ -22,8 +22,9 @@ CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: progress a
 MAX_CALL_EVALS = 1000  # and makes at most this many evaluations
 
 
-def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, maxcor: int = 20,
-                    first_step: float = FIRST_STEP) -> None:
+def run_scipy_lbfgs(
+    objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, maxcor: int = 20, first_step: float = FIRST_STEP
+) -> None:
     """Minimise with scipy's L-BFGS-B under [0, 1] pixel bounds for at most `steps` loss evaluations.
 
     With bounds on every pixel, L-BFGS-B's first trial step is the raw gradient, which for this loss pushes most
@@ -48,15 +49,19 @@ def run_scipy_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: T
             scale.append(float(objective_scale(g[None], first_step)[0]))
         return float(tf.reduce_sum(terms["total"])) / scale[0], g / scale[0]
 
-
     try:
         with threadpool_limits(limits=1, user_api="blas"):  # spinning BLAS threads take TF's cores
             while not tracker.stop:
                 left = steps - len(tracker.history["total"])
                 start = tracker.best_image if tracker.best_image is not None else x0
-                scipy.optimize.minimize(fun, start.astype(np.float64).ravel(), jac=True, method="L-BFGS-B",
-                                        bounds=scipy.optimize.Bounds(0.0, 1.0),
-                                        options={"maxiter": left, "maxfun": left, "maxcor": maxcor, "ftol": 0.0, "gtol": 0.0})
+                scipy.optimize.minimize(
+                    fun,
+                    start.astype(np.float64).ravel(),
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=scipy.optimize.Bounds(0.0, 1.0),
+                    options={"maxiter": left, "maxfun": left, "maxcor": maxcor, "ftol": 0.0, "gtol": 0.0},
+                )
                 if len(tracker.history["total"]) >= steps or not left:
                     break
     except Stop:
@@ -80,8 +85,9 @@ def next_call_evals(n: int, seconds: float, calls: int, seconds_per_call: float 
     return int(min(MAX_CALL_EVALS, max(1, round(target * n / max(seconds, 1e-9)))))
 
 
-def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: float | None = None,
-                align: int | None = None) -> int:
+def drive_lbfgs(
+    opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: float | None = None, align: int | None = None
+) -> int:
     """Run `opt` until `tracker` holds `steps` evaluations or stops; return the number of compiled calls made.
 
     Each call runs k evaluations in the graph and hands back only their loss terms; images cross to the host only
@@ -100,9 +106,17 @@ def drive_lbfgs(opt: ProjectedLBFGS, steps: int, tracker, seconds_per_call: floa
     return calls
 
 
-def run_lbfgs(objective: Objective, x0: np.ndarray, steps: int, tracker: Tracker, memory: int = 20,
-              state: Sequence[np.ndarray] | None = None, seconds_per_call: float | None = None,
-              align: int | None = None, lbfgs: ProjectedLBFGS | None = None) -> int:
+def run_lbfgs(
+    objective: Objective,
+    x0: np.ndarray,
+    steps: int,
+    tracker: Tracker,
+    memory: int = 20,
+    state: Sequence[np.ndarray] | None = None,
+    seconds_per_call: float | None = None,
+    align: int | None = None,
+    lbfgs: ProjectedLBFGS | None = None,
+) -> int:
     """Minimise with the projected L-BFGS in TensorFlow (lbfgs.py) under [0, 1] pixel bounds; return compiled calls.
 
     `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's L-BFGS
@@ -125,8 +139,13 @@ class Adam:
     Adam is elementwise, so each image of a batch runs as it would alone. `state` restores a checkpoint's moments.
     """
 
-    def __init__(self, value_and_grad: Callable, x0: np.ndarray, learning_rate: float = 0.02,
-                 state: Sequence[np.ndarray] | None = None):
+    def __init__(
+        self,
+        value_and_grad: Callable,
+        x0: np.ndarray,
+        learning_rate: float = 0.02,
+        state: Sequence[np.ndarray] | None = None,
+    ):
         self.value_and_grad = value_and_grad
         self.image = tf.Variable(x0, dtype=tf.float32)
         self.opt = tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.99, epsilon=0.1)
@@ -148,8 +167,15 @@ class Adam:
         return self.image.numpy()[0], [v.numpy() for v in self.kept]
 
 
-def run_adam(value_and_grad: Callable, x0: np.ndarray, steps: int, tracker: Tracker, learning_rate: float = 0.02,
-             state: Sequence[np.ndarray] | None = None, adam: Adam | None = None) -> None:
+def run_adam(
+    value_and_grad: Callable,
+    x0: np.ndarray,
+    steps: int,
+    tracker: Tracker,
+    learning_rate: float = 0.02,
+    state: Sequence[np.ndarray] | None = None,
+    adam: Adam | None = None,
+) -> None:
     """Minimise a batch x0 (B, H, W, 3) with Adam (the tutorial's settings), clipping pixels to [0, 1] after each step.
 
     `steps` counts the tracker's history too (a resumed run does the rest); `state` restores a checkpoint's moments;

@@ -22,7 +22,6 @@ from PIL import Image
 from .config import NSTError
 from .images import to_uint8
 
-
 # --- writing one file ----------------------------------------------------------------------------------------------
 
 
@@ -31,7 +30,11 @@ class WriteError(NSTError):
 
     def __init__(self, path: Path, reason: str, kept: Path | None, kept_reason: str = ""):
         self.path, self.reason, self.kept, self.kept_reason = path, reason, kept, kept_reason
-        instead = f"wrote it to {kept} instead" if kept else f"no copy could be kept in {fallback_root()} either ({kept_reason})"
+        instead = (
+            f"wrote it to {kept} instead"
+            if kept
+            else f"no copy could be kept in {fallback_root()} either ({kept_reason})"
+        )
         super().__init__(f"could not write {path}: {reason}; {instead}")
 
 
@@ -62,15 +65,21 @@ class NotARegularFile(OSError):
 
 def _kind(st: os.stat_result) -> str:
     """Return what a file that is not a regular file is, in words ("a directory", "a FIFO", ...)."""
-    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(st.st_mode):
             return what
     return "not a regular file"
 
 
 def write_target(path: str | os.PathLike) -> Path:
-    """Return the file a write to `path` replaces: `path`, or the file a symlink points to (the link is kept, as `cp` does).
+    """Return the file a write to `path` replaces: `path`, or the file a symlink points to (the link is kept, as
+    `cp` does).
 
     Raise NotARegularFile if that exists and is not a regular file (a device, FIFO, socket or directory is never
     replaced), or if a folder on the way is a symlink to nothing.
@@ -89,12 +98,15 @@ def write_target(path: str | os.PathLike) -> Path:
     except NotADirectoryError:
         return target  # a file where a folder should be: the write says so
     if not stat.S_ISREG(st.st_mode):
-        raise NotARegularFile(f"{'it' if target == p else f'its target {target}'} is {_kind(st)}, not a regular file", p)
+        raise NotARegularFile(
+            f"{'it' if target == p else f'its target {target}'} is {_kind(st)}, not a regular file", p
+        )
     return target
 
 
 def _replace(p: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Return `p` after `write(file)` filled a temp file beside its target that then replaced the target in one rename."""
+    """Return `p` after `write(file)` filled a temp file beside its target that then replaced the target (one
+    rename)."""
     target = write_target(p)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +163,8 @@ def writable_formats() -> dict[str, str]:
 
 
 def image_format(path: str | os.PathLike) -> str:
-    """Return the Pillow format for a file name's extension (PNG when it has none); raise NSTError if Pillow can't write it."""
+    """Return the Pillow format for a file name's extension (PNG when it has none); raise NSTError if Pillow cannot
+    write it."""
     suffix = Path(path).suffix.lower()
     if not suffix:
         return "PNG"
@@ -159,8 +172,10 @@ def image_format(path: str | os.PathLike) -> str:
     if suffix not in formats:
         common = [e for e in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif") if e in formats]
         others = [e for e in formats if e not in common]
-        raise NSTError(f"{path}: {suffix} is not an image format Pillow writes; use one of {', '.join(common)} "
-                       f"(or {', '.join(others)})")
+        raise NSTError(
+            f"{path}: {suffix} is not an image format Pillow writes; use one of {', '.join(common)} "
+            f"(or {', '.join(others)})"
+        )
     return formats[suffix]
 
 
@@ -193,7 +208,8 @@ def check_output(path: str | os.PathLike, *, image: bool = True, flag: str = "ou
 
 
 def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike) -> Path:
-    """Return `path` after writing `image` ([0, 1] floats, or a PIL image) there atomically, in its extension's format."""
+    """Return `path` after writing `image` ([0, 1] floats, or a PIL image) there atomically, in its extension's
+    format."""
     fmt = image_format(path)
     extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     pil = image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))
@@ -216,17 +232,27 @@ def intermediate_path(output: str | os.PathLike, step: int) -> Path:
     return p.with_name(f"{p.stem}_{step:04d}{p.suffix or '.png'}")
 
 
-def check_outputs(*, output: str | os.PathLike | None = None, save_every: int | None = None,
-                  plot: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-                  log: str | os.PathLike | None = None, flags: dict[str, str] | None = None) -> None:
+def check_outputs(
+    *,
+    output: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    plot: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    log: str | os.PathLike | None = None,
+    flags: dict[str, str] | None = None,
+) -> None:
     """Return None if every file a run would write can be written; else raise NSTError naming the first that can't.
 
     Checked before any work (images.check_output): the result, the plot, the checkpoint, a log, and the existing
     `--save-every` images beside the output. `flags` names each option in the message (default: the keyword).
     """
     names = flags or {}
-    for key, path, image in (("output", output, True), ("plot", plot, True), ("checkpoint", checkpoint, False),
-                             ("log", log, False)):
+    for key, path, image in (
+        ("output", output, True),
+        ("plot", plot, True),
+        ("checkpoint", checkpoint, False),
+        ("log", log, False),
+    ):
         if path is not None:
             check_output(path, image=image, flag=names.get(key, f"{key}="))
     if save_every is not None and output is not None:
@@ -301,6 +327,10 @@ class Writes:
         paths = ", ".join(str(e.path) if len(reasons) == 1 else f"{e.path} ({e.reason})" for e in self.failed)
         parts = [f"could not write {paths}" + (f": {reasons.pop()}" if len(reasons) == 1 else "")]
         parts += [self.note] if self.note else []
-        parts.append(", ".join(f"{what} is in {path}" if path else f"{what} could not be written anywhere ({self.lost[what]})"
-                               for what, path in self.where.items()))
+        parts.append(
+            ", ".join(
+                f"{what} is in {path}" if path else f"{what} could not be written anywhere ({self.lost[what]})"
+                for what, path in self.where.items()
+            )
+        )
         return "; ".join(p for p in parts if p)

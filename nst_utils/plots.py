@@ -23,12 +23,18 @@ from .outputs import atomic_write, image_format, save_image  # noqa: E402
 TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "total": "black"}
 
 
-def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None,
-                height: float = 3.5) -> plt.Figure:
+def show_images(
+    images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None, height: float = 3.5
+) -> plt.Figure:
     """Return a figure with the images in one row, each titled, axes hidden."""
     ratios = [img.shape[-2] / img.shape[-3] for img in images]
-    fig, axes = plt.subplots(1, len(images), figsize=(height * sum(ratios) + 0.2, height + 0.6),
-                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(images),
+        figsize=(height * sum(ratios) + 0.2, height + 0.6),
+        gridspec_kw={"width_ratios": ratios},
+        squeeze=False,
+    )
     for ax, img, title in zip(axes[0], images, titles):
         ax.imshow(to_uint8(img))
         ax.set_title(title, fontsize=12)
@@ -39,14 +45,23 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: s
     return fig
 
 
-def plot_history(history: dict[str, Sequence[float]], title: str = "Loss terms per step", ax: plt.Axes | None = None,
-                 label_prefix: str = "") -> plt.Figure:
+def plot_history(
+    history: dict[str, Sequence[float]],
+    title: str = "Loss terms per step",
+    ax: plt.Axes | None = None,
+    label_prefix: str = "",
+) -> plt.Figure:
     """Return a figure of each weighted loss term per step on a log scale."""
-    fig, ax = (plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax)
     for term, values in history.items():
         if len(values) and max(values) > 0:
-            ax.plot(np.arange(1, len(values) + 1), values, label=f"{label_prefix}{term}", color=TERM_COLORS.get(term),
-                    lw=2 if term == "total" else 1.2)
+            ax.plot(
+                np.arange(1, len(values) + 1),
+                values,
+                label=f"{label_prefix}{term}",
+                color=TERM_COLORS.get(term),
+                lw=2 if term == "total" else 1.2,
+            )
     ax.set_yscale("log")
     ax.set_xlabel("step (loss evaluation)")
     ax.set_ylabel("weighted loss")
@@ -57,9 +72,16 @@ def plot_history(history: dict[str, Sequence[float]], title: str = "Loss terms p
     return fig
 
 
-def image_grid(images: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str],
-               title: str, xlabel: str | None = None, ylabel: str | None = None, cell: float = 2.0,
-               fontsize: float = 12) -> plt.Figure:
+def image_grid(
+    images: Sequence[Sequence[np.ndarray]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    cell: float = 2.0,
+    fontsize: float = 12,
+) -> plt.Figure:
     """Return a figure of images in rows and columns with row and column labels and a title.
 
     The defaults keep a 4-5 column grid about 13 inches wide, so that in a notebook (about 900 px) the
@@ -96,10 +118,14 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Pat
     return save_image(Image.open(buf), path)
 
 
-def compare_histories(histories: dict[str, dict[str, Sequence[float]]], term: str = "total",
-                      title: str = "Optimisers on the same objective", ax: plt.Axes | None = None) -> plt.Figure:
+def compare_histories(
+    histories: dict[str, dict[str, Sequence[float]]],
+    term: str = "total",
+    title: str = "Optimisers on the same objective",
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
     """Return a figure of one loss term per loss evaluation for several runs (e.g. L-BFGS vs Adam), log scale."""
-    fig, ax = (plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax)
     for label, history in histories.items():
         values = history[term]
         ax.plot(np.arange(1, len(values) + 1), values, label=f"{label} (best {min(values):.3g})", lw=1.6)
@@ -113,14 +139,26 @@ def compare_histories(histories: dict[str, dict[str, Sequence[float]]], term: st
     return fig
 
 
-def sweep_grid(results: Sequence, ratios: Sequence[float], row_labels: Sequence[str], title: str,
-               xlabel: str = "beta/alpha: more style to the right", ylabel: str | None = None,
-               col_labels: Sequence[str] | None = None) -> plt.Figure:
+def sweep_grid(
+    results: Sequence,
+    ratios: Sequence[float],
+    row_labels: Sequence[str],
+    title: str,
+    xlabel: str = "beta/alpha: more style to the right",
+    ylabel: str | None = None,
+    col_labels: Sequence[str] | None = None,
+) -> plt.Figure:
     """Return the labelled grid of a row-major sweep's images: one column per beta/alpha ratio, one row per label."""
     n = len(ratios)
     grid = [[results[r * n + c].image for c in range(n)] for r in range(len(row_labels))]
-    return image_grid(grid, row_labels, col_labels or [f"beta/alpha = {r:g}" for r in ratios], title=title,
-                      xlabel=xlabel, ylabel=ylabel)
+    return image_grid(
+        grid,
+        row_labels,
+        col_labels or [f"beta/alpha = {r:g}" for r in ratios],
+        title=title,
+        xlabel=xlabel,
+        ylabel=ylabel,
+    )
 
 
 def cumulative_labels(layers: Sequence[str]) -> list[str]:
@@ -128,13 +166,20 @@ def cumulative_labels(layers: Sequence[str]) -> list[str]:
     return [layers[0]] + [f"+ {name}" for name in layers[1:]]
 
 
-def titled_grid(images: Sequence[np.ndarray], titles: Sequence[str], title: str, per_row: int = 3, cell: float = 2.4,
-                fontsize: float = 11) -> plt.Figure:
+def titled_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    title: str,
+    per_row: int = 3,
+    cell: float = 2.4,
+    fontsize: float = 11,
+) -> plt.Figure:
     """Return a figure of images in rows of `per_row`, each with its own title (any unused cells blank)."""
     rows = -(-len(images) // per_row)
     h, w = images[0].shape[-3:-1]
-    fig, axes = plt.subplots(rows, per_row, figsize=(cell * per_row * w / h + 0.4, (cell + 0.5) * rows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, per_row, figsize=(cell * per_row * w / h + 0.4, (cell + 0.5) * rows + 0.6), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, t in zip(axes.ravel(), images, titles):
@@ -145,8 +190,11 @@ def titled_grid(images: Sequence[np.ndarray], titles: Sequence[str], title: str,
     return fig
 
 
-def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, title: str = "Loss terms per step") -> Path:
-    """Return `path` after writing a plot of each weighted loss term per step there atomically (PNG unless its extension says otherwise)."""
+def save_loss_plot(
+    history: dict[str, list[float]], path: str | os.PathLike, title: str = "Loss terms per step"
+) -> Path:
+    """Return `path` after writing a plot of each weighted loss term per step there atomically (PNG unless its
+    extension says otherwise)."""
     fig = plot_history(history, title=title)
     try:
         return save_figure(fig, path)
@@ -154,8 +202,11 @@ def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, tit
         plt.close(fig)
 
 
-def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray | None = None,
-                      title: str = "What each block sees: its most active feature maps") -> plt.Figure:
+def plot_feature_maps(
+    maps: dict[str, np.ndarray],
+    image: np.ndarray | None = None,
+    title: str = "What each block sees: its most active feature maps",
+) -> plt.Figure:
     """Return a grid figure: one row per layer, one column per feature map (each scaled to its own range)."""
     layers = list(maps)
     n = max(m.shape[0] for m in maps.values())
@@ -184,8 +235,11 @@ def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray | None = No
 def plot_gram_magnitudes(magnitudes: dict[str, dict[str, dict[str, float]]], title: str) -> plt.Figure:
     """Return two log-scale panels (mean |Gram| and style loss per layer), one line per network in `magnitudes`."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in zip(axes, ("gram", "style loss"), ("mean |Gram entry| of the painting",
-                                                             "style loss, photo vs painting (what beta multiplies)")):
+    for ax, key, label in zip(
+        axes,
+        ("gram", "style loss"),
+        ("mean |Gram entry| of the painting", "style loss, photo vs painting (what beta multiplies)"),
+    ):
         for (network, mags), marker in zip(magnitudes.items(), "osd^"):
             names = list(mags)
             ax.plot(range(len(names)), [mags[n][key] for n in names], marker=marker, label=network)
@@ -206,7 +260,7 @@ def plot_gram(gram: np.ndarray, title: str, channels: int | None = 32, ax: plt.A
     g = g[0] if g.ndim == 3 else g
     if channels:
         g = g[:channels, :channels]
-    fig, ax = (plt.subplots(figsize=(5.2, 4.4)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(5.2, 4.4)) if ax is None else (ax.figure, ax)
     im = ax.imshow(g, cmap="magma", interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean product of the two channels")
     ax.set_title(title)
@@ -249,7 +303,9 @@ def plot_layer_shapes(rows: Sequence[dict], title: str = "VGG19: spatial size sh
     return fig
 
 
-def plot_channel_histograms(image: np.ndarray, x: np.ndarray, title: str = "Pixel values before and after preprocessing") -> plt.Figure:
+def plot_channel_histograms(
+    image: np.ndarray, x: np.ndarray, title: str = "Pixel values before and after preprocessing"
+) -> plt.Figure:
     """Return a two-panel figure: RGB values (0..255) of the image, and BGR values of the VGG input (mean removed)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     bins = np.linspace(-130, 260, 80)
@@ -278,8 +334,12 @@ def plot_loss_table(rows: Sequence[dict], title: str = "Which changes each loss 
         tiny = 1e-9 * max(max(vals), 1e-30)  # float rounding of an exact zero
         positive = [v for v in vals if v > tiny] or [1.0]
         floor = min(positive) / 30  # zero bars are drawn down to here and labelled "0"
-        bars = ax.bar(range(len(rows)), [max(v, floor) for v in vals], bottom=0,
-                      color=["tab:gray", "tab:blue", "tab:orange", "tab:purple", "tab:green"][: len(rows)])
+        bars = ax.bar(
+            range(len(rows)),
+            [max(v, floor) for v in vals],
+            bottom=0,
+            color=["tab:gray", "tab:blue", "tab:orange", "tab:purple", "tab:green"][: len(rows)],
+        )
         ax.bar_label(bars, [f"{v:.2g}" if v > tiny else "0" for v in vals], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylim(floor, max(positive) * 10)
@@ -302,8 +362,9 @@ def plot_grams(grams: dict[str, np.ndarray], title: str, channels: int | None = 
     return fig
 
 
-def plot_reconstructions(original: np.ndarray, recs: Sequence, title: str, xlabel: str,
-                         cols: int = 3, cell: float = 3.2) -> plt.Figure:
+def plot_reconstructions(
+    original: np.ndarray, recs: Sequence, title: str, xlabel: str, cols: int = 3, cell: float = 3.2
+) -> plt.Figure:
     """Return a grid figure: the original first, then each reconstruction titled by its layer(s)."""
     images = [original] + [r.image for r in recs]
     titles = ["original"] + [r.label for r in recs]

@@ -22,11 +22,11 @@ from . import checkpoint as ckpt_mod
 from . import outputs
 from .config import NSTError, StyleConfig
 from .images import gray, resize
-from .outputs import WriteError, save_image
 from .inputs import Inputs, prepare_inputs
 from .memory import check_source
 from .objective import Objective, build_objective, initial_image
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
+from .outputs import WriteError, save_image
 from .tracking import Callback, Tracker
 
 
@@ -61,12 +61,24 @@ class Plan:
     ckpt: ckpt_mod.Checkpoint | None = None
 
 
-def stylize(content=None, style=None, config: StyleConfig | None = None, *, callback: Callback | None = None,
-            progress: bool = True, weights: str | os.PathLike | None = None, init_image: np.ndarray | None = None,
-            style_mask=None, output: str | os.PathLike | None = None, save_every: int | None = None,
-            plot: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-            resume: str | os.PathLike | None = None, during_run: contextlib.AbstractContextManager | None = None,
-            **overrides) -> Result:
+def stylize(
+    content=None,
+    style=None,
+    config: StyleConfig | None = None,
+    *,
+    callback: Callback | None = None,
+    progress: bool = True,
+    weights: str | os.PathLike | None = None,
+    init_image: np.ndarray | None = None,
+    style_mask=None,
+    output: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    plot: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    during_run: contextlib.AbstractContextManager | None = None,
+    **overrides,
+) -> Result:
     """Return a Result: `content` restyled like `style` (paths, registry names or arrays, or a list of styles).
 
     Controls beyond the config: `style_mask` (style 1 where white, style 2 where black), `output` (an image written
@@ -80,24 +92,50 @@ def stylize(content=None, style=None, config: StyleConfig | None = None, *, call
     where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
     outputs.check_outputs(output=output, save_every=save_every, plot=plot, checkpoint=where)
     t0 = time.perf_counter()
-    run_plan = plan(content, style, config, weights=weights, init_image=init_image, style_mask=style_mask,
-                    resume=resume, **overrides)
+    run_plan = plan(
+        content,
+        style,
+        config,
+        weights=weights,
+        init_image=init_image,
+        style_mask=style_mask,
+        resume=resume,
+        **overrides,
+    )
     t1 = time.perf_counter()
-    result = run(run_plan, callback=callback, progress=progress, save_every=save_every, output=output, checkpoint=where,
-                 during_run=during_run)
+    result = run(
+        run_plan,
+        callback=callback,
+        progress=progress,
+        save_every=save_every,
+        output=output,
+        checkpoint=where,
+        during_run=during_run,
+    )
     write_outputs(result, output=output, plot=plot)
     t2 = time.perf_counter()
     result.timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0}
     return result
 
 
-def plan(content=None, style=None, config: StyleConfig | None = None, *, weights: str | os.PathLike | None = None,
-         init_image: np.ndarray | None = None, style_mask=None, resume: str | os.PathLike | None = None,
-         **overrides) -> Plan:
-    """Return the Plan of a run: config (merged with a checkpoint's), memory checked, inputs, objective and start image."""
+def plan(
+    content=None,
+    style=None,
+    config: StyleConfig | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    init_image: np.ndarray | None = None,
+    style_mask=None,
+    resume: str | os.PathLike | None = None,
+    **overrides,
+) -> Plan:
+    """Return the Plan of a run: config (merged with a checkpoint's), memory checked, inputs, objective, start image."""
     ckpt = ckpt_mod.load(resume) if resume is not None else None
-    config = _resumed_config(ckpt, content, style, style_mask, config, overrides) if ckpt else \
-        ((config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig()))
+    config = (
+        _resumed_config(ckpt, content, style, style_mask, config, overrides)
+        if ckpt
+        else ((config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig()))
+    )
     check_source(ckpt.inputs.content if ckpt else content, config)  # refuse a run that cannot fit, before loading
     inputs = ckpt.inputs if ckpt else prepare_inputs(config, content, style, style_mask)
     content_img, style_imgs = inputs.content, inputs.styles
@@ -117,9 +155,16 @@ def plan(content=None, style=None, config: StyleConfig | None = None, *, weights
     return Plan(config, inputs, objective, x0, ckpt)
 
 
-def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, save_every: int | None = None,
-        output: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-        during_run: contextlib.AbstractContextManager | None = None) -> Result:
+def run(
+    p: Plan,
+    *,
+    callback: Callback | None = None,
+    progress: bool = True,
+    save_every: int | None = None,
+    output: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    during_run: contextlib.AbstractContextManager | None = None,
+) -> Result:
     """Return the Result of running the plan's optimiser; Ctrl-C or a failed intermediate write keeps the work so far.
 
     On such a stop the run's state goes to `checkpoint` (if given); `save_every` writes intermediates beside `output`;
@@ -129,13 +174,22 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
     h, w = inputs.content.shape[:2]
     state = ckpt.optimizer_state if ckpt else None
     lbfgs = new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape) if config.optimizer == "lbfgs" else None
-    adam = Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state) \
-        if config.optimizer == "adam" else None
+    adam = (
+        Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state)
+        if config.optimizer == "adam"
+        else None
+    )
     snapshot = (lambda: (lbfgs.best()[0], lbfgs.state())) if lbfgs else adam.state if adam else None
     saver = outputs.SaveEvery(save_every, output) if save_every is not None else None
     shown = inputs.result_image if inputs.colour == "luminance" else None
-    tracker = Tracker(config.steps, outputs.chain(callback, saver, finish=shown), progress,
-                      f"{config.optimizer} {w}x{h}", tol=config.tol, state=snapshot)
+    tracker = Tracker(
+        config.steps,
+        outputs.chain(callback, saver, finish=shown),
+        progress,
+        f"{config.optimizer} {w}x{h}",
+        tol=config.tol,
+        state=snapshot,
+    )
     if ckpt:
         tracker.restore(ckpt.history, ckpt.best_image, ckpt.best_loss)
     interrupted, written, writes = False, None, outputs.Writes()
@@ -148,27 +202,41 @@ def run(p: Plan, *, callback: Callback | None = None, progress: bool = True, sav
                     run_scipy_lbfgs(p.objective, p.x0, config.steps, tracker)
                 else:
                     run_adam(p.objective.value_and_grad, p.x0[None], config.steps, tracker, adam=adam)
-    except (KeyboardInterrupt, WriteError) as exc:  # Ctrl-C, or a --save-every image could not be written: keep the work
+    except (
+        KeyboardInterrupt,
+        WriteError,
+    ) as exc:  # Ctrl-C, or a --save-every image could not be written: keep the work
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracker.message = "interrupted; kept the best image so far"
         if not interrupted:
             tracker.message = f"stopped after step {tracker.count}"
             writes.failed.append(exc)
         if checkpoint is not None:
-            kept = writes(outputs.RESUME_FROM, ckpt_mod.save, ckpt_mod.snapshot(tracker, config, inputs, p.x0),
-                          checkpoint)
+            kept = writes(
+                outputs.RESUME_FROM, ckpt_mod.save, ckpt_mod.snapshot(tracker, config, inputs, p.x0), checkpoint
+            )
             written = str(kept) if kept else None
     finally:
         tracker.close()
     best = tracker.best_image if tracker.best_image is not None else p.x0
     writes.note = tracker.message
-    return Result(image=inputs.result_image(np.clip(best, 0.0, 1.0)), history=tracker.history, best_loss=tracker.best_loss,
-                  config=config, interrupted=interrupted, message=writes.message(), checkpoint=written, writes=writes)
+    return Result(
+        image=inputs.result_image(np.clip(best, 0.0, 1.0)),
+        history=tracker.history,
+        best_loss=tracker.best_loss,
+        config=config,
+        interrupted=interrupted,
+        message=writes.message(),
+        checkpoint=written,
+        writes=writes,
+    )
 
 
-def write_outputs(result: Result, output: str | os.PathLike | None = None,
-                  plot: str | os.PathLike | None = None) -> Result:
-    """Return `result` after writing its image to `output` and its loss curves to `plot` (each if given; failures noted)."""
+def write_outputs(
+    result: Result, output: str | os.PathLike | None = None, plot: str | os.PathLike | None = None
+) -> Result:
+    """Return `result` after writing its image to `output` and its loss curves to `plot` (each if given; failures
+    noted)."""
     writes = result.writes
     if output is not None:
         writes("the result", save_image, result.image, output)
@@ -187,9 +255,16 @@ def with_detail(coarse: np.ndarray, content: np.ndarray) -> np.ndarray:
     return np.clip(resize(coarse, hw) + (content - low), 0.0, 1.0).astype(np.float32)
 
 
-def coarse_to_fine(config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray], x0: np.ndarray,
-                   blend: Sequence[float] | None = None, weights: str | os.PathLike | None = None,
-                   objective=None, history: list | None = None) -> np.ndarray:
+def coarse_to_fine(
+    config: StyleConfig,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    x0: np.ndarray,
+    blend: Sequence[float] | None = None,
+    weights: str | os.PathLike | None = None,
+    objective=None,
+    history: list | None = None,
+) -> np.ndarray:
     """Return a full-size start image after L-BFGS at each of `config.scales` (coarse to fine) from `x0`.
 
     Content and styles are shrunk by the same factor at each scale (the style's scale relative to the image is
@@ -223,17 +298,25 @@ RESUME_FREE = ("steps", "learning_rate", "precision", "tol")  # how long and how
 RESUME_FIXED = tuple(f.name for f in fields(StyleConfig) if f.compare and f.name not in RESUME_FREE)  # the checkpoint's
 
 
-def _resumed_config(ckpt: ckpt_mod.Checkpoint, content, style, style_mask, config: StyleConfig | None,
-                    overrides: dict) -> StyleConfig:
-    """Return the checkpoint's config with `overrides` applied, refusing any that would change what the run optimises."""
+def _resumed_config(
+    ckpt: ckpt_mod.Checkpoint, content, style, style_mask, config: StyleConfig | None, overrides: dict
+) -> StyleConfig:
+    """Return the checkpoint's config with `overrides` applied, refusing any that would change what it optimises."""
     if content is not None or style is not None or style_mask is not None or config is not None:
-        raise NSTError("a resumed run continues the checkpoint's own images and config; do not pass content, style, a mask "
-                       "or a config (give what may change, such as steps=, as keywords)")
+        raise NSTError(
+            "a resumed run continues the checkpoint's own images and config; do not pass content, style, a mask "
+            "or a config (give what may change, such as steps=, as keywords)"
+        )
     asked = ckpt.config.replace(**overrides)
-    fixed = [f"{k} ({getattr(ckpt.config, k)!r} in the checkpoint, {getattr(asked, k)!r} asked)"
-             for k in RESUME_FIXED if k in overrides and getattr(asked, k) != getattr(ckpt.config, k)]
+    fixed = [
+        f"{k} ({getattr(ckpt.config, k)!r} in the checkpoint, {getattr(asked, k)!r} asked)"
+        for k in RESUME_FIXED
+        if k in overrides and getattr(asked, k) != getattr(ckpt.config, k)
+    ]
     if fixed:
-        raise NSTError(f"cannot change {', '.join(fixed)} when resuming: the run goes on with the checkpoint's settings; "
-                       f"leave {'it' if len(fixed) == 1 else 'them'} out or start a new run (a resumed run may change "
-                       f"only {', '.join(RESUME_FREE)} and where its outputs go)")
+        raise NSTError(
+            f"cannot change {', '.join(fixed)} when resuming: the run goes on with the checkpoint's settings; "
+            f"leave {'it' if len(fixed) == 1 else 'them'} out or start a new run (a resumed run may change "
+            f"only {', '.join(RESUME_FREE)} and where its outputs go)"
+        )
     return asked

@@ -70,16 +70,28 @@ def replica_devices(devices: Sequence[str] | None = None) -> list[str | None]:
 class _Batch:
     """Evaluates the batched objective, split over one Objective per device."""
 
-    def __init__(self, config: StyleConfig, configs: Sequence[StyleConfig], content: np.ndarray,
-                 styles: Sequence[np.ndarray], blend, weights, devices: Sequence[str | None]):
+    def __init__(
+        self,
+        config: StyleConfig,
+        configs: Sequence[StyleConfig],
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        blend,
+        weights,
+        devices: Sequence[str | None],
+    ):
         n = len(configs)
         self.chunks = [c for c in np.array_split(np.arange(n), min(len(devices), n)) if len(c)]
         self.objectives: list[Objective] = []
         for dev, idx in zip(devices, self.chunks):
             obj = build_objective(config, content, styles, blend, weights, device=dev)
             part = [configs[i] for i in idx]
-            obj.set_weights(alpha=[c.alpha for c in part], beta=[c.beta for c in part], tv=[c.tv for c in part],
-                            style_layer_weights=[c.layer_weights() for c in part])
+            obj.set_weights(
+                alpha=[c.alpha for c in part],
+                beta=[c.beta for c in part],
+                tv=[c.tv for c in part],
+                style_layer_weights=[c.layer_weights() for c in part],
+            )
             self.objectives.append(obj)
         self.devices = list(devices)[: len(self.chunks)]
 
@@ -92,7 +104,9 @@ class _Batch:
                 outs.append(obj.value_and_grad(part))  # async on GPUs
         if len(outs) == 1:
             return outs[0]
-        return {k: tf.concat([tf.reshape(t[k], [-1]) for t, _ in outs], 0) for k in TERMS}, tf.concat([g for _, g in outs], 0)
+        return {k: tf.concat([tf.reshape(t[k], [-1]) for t, _ in outs], 0) for k in TERMS}, tf.concat(
+            [g for _, g in outs], 0
+        )
 
     def tracing_count(self) -> int:
         """Return the summed tracing count of the objectives (one trace per objective and function)."""
@@ -109,11 +123,20 @@ def _run_lbfgs(batch: _Batch, x0: np.ndarray, steps: int, tracker: BatchTracker,
         tracker.keep_best(opt.best(), np.isfinite(opt.best_f.numpy()))
 
 
-def sweep(content=None, style=None, config: StyleConfig | None = None, settings: Sequence[dict] = (), *,
-          callback: SweepCallback | None = None, progress: bool = True,
-          weights: str | os.PathLike | None = None, init_images: np.ndarray | Sequence[np.ndarray] | None = None,
-          devices: Sequence[str] | None = None, during_run: contextlib.AbstractContextManager | None = None,
-          **overrides) -> list[Result]:
+def sweep(
+    content=None,
+    style=None,
+    config: StyleConfig | None = None,
+    settings: Sequence[dict] = (),
+    *,
+    callback: SweepCallback | None = None,
+    progress: bool = True,
+    weights: str | os.PathLike | None = None,
+    init_images: np.ndarray | Sequence[np.ndarray] | None = None,
+    devices: Sequence[str] | None = None,
+    during_run: contextlib.AbstractContextManager | None = None,
+    **overrides,
+) -> list[Result]:
     """Return one Result per setting, all optimised together as one batch from the same targets.
 
     settings: dicts of StyleConfig fields that vary per image: alpha, beta, tv and/or
@@ -129,8 +152,10 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
         if set(s) - allowed:
             raise ValueError(f"a sweep setting may only change {sorted(allowed)}, got {sorted(set(s) - allowed)}")
     if config.optimizer == "lbfgs-scipy":
-        raise NSTError("a sweep runs optimizer 'lbfgs' (batched, TensorFlow) or 'adam'; for scipy's L-BFGS-B "
-                       "('lbfgs-scipy') call stylize once per setting")
+        raise NSTError(
+            "a sweep runs optimizer 'lbfgs' (batched, TensorFlow) or 'adam'; for scipy's L-BFGS-B "
+            "('lbfgs-scipy') call stylize once per setting"
+        )
     configs = [config.replace(**s) for s in settings]
     t0 = time.perf_counter()
     inputs = prepare_inputs(config, content, style)  # the same loading, style scale, blend and colours as stylize
@@ -143,8 +168,14 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
         x0 = np.stack([initial_image(config, content_img, style_imgs[0])] * n)
     else:
         inits = [init_images] * n if np.ndim(init_images) == 3 else list(init_images)
-        x0 = np.stack([np.asarray(i, np.float32) if np.shape(i) == content_img.shape
-                       else resize(np.clip(np.asarray(i, np.float32), 0, 1), content_img.shape[:2]) for i in inits])
+        x0 = np.stack(
+            [
+                np.asarray(i, np.float32)
+                if np.shape(i) == content_img.shape
+                else resize(np.clip(np.asarray(i, np.float32), 0, 1), content_img.shape[:2])
+                for i in inits
+            ]
+        )
     x0 = x0.astype(np.float32)
     t1 = time.perf_counter()
     h, w = content_img.shape[:2]
@@ -161,12 +192,19 @@ def sweep(content=None, style=None, config: StyleConfig | None = None, settings:
     finally:
         tracker.close()
     t2 = time.perf_counter()
-    timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0, "batch": n,
-               "devices": len(batch.devices)}
+    timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0, "batch": n, "devices": len(batch.devices)}
     results = []
     for i, cfg in enumerate(configs):
         best = tracker.best_image[i] if tracker.best_image[i] is not None else x0[i]
-        results.append(Result(image=inputs.result_image(np.clip(best, 0.0, 1.0)), history=tracker.history[i],
-                              best_loss=float(tracker.best_loss[i]) if math.isfinite(tracker.best_loss[i]) else math.inf,
-                              config=cfg, timings=dict(timings), interrupted=interrupted, message=tracker.message))
+        results.append(
+            Result(
+                image=inputs.result_image(np.clip(best, 0.0, 1.0)),
+                history=tracker.history[i],
+                best_loss=float(tracker.best_loss[i]) if math.isfinite(tracker.best_loss[i]) else math.inf,
+                config=cfg,
+                timings=dict(timings),
+                interrupted=interrupted,
+                message=tracker.message,
+            )
+        )
     return results

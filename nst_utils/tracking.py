@@ -19,8 +19,15 @@ TOL_WINDOW = 20  # `tol` compares the best objective now with the best TOL_WINDO
 class Tracker:
     """Records each evaluation's terms, keeps the best image, drives the progress bar and callback."""
 
-    def __init__(self, steps: int, callback: Callback | None, progress: bool, desc: str, tol: float | None = None,
-                 state: State | None = None):
+    def __init__(
+        self,
+        steps: int,
+        callback: Callback | None,
+        progress: bool,
+        desc: str,
+        tol: float | None = None,
+        state: State | None = None,
+    ):
         self.history: dict[str, list[float]] = {k: [] for k in TERMS}
         self.tol = tol
         self.best_loss = math.inf
@@ -92,7 +99,9 @@ class Tracker:
             self.stop = True
             self.message = f"converged: the objective fell by less than tol={self.tol:g} over {TOL_WINDOW} evaluations"
 
-    def snapshot(self, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict[str, list[float]], list[np.ndarray]]:
+    def snapshot(
+        self, start: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, float, dict[str, list[float]], list[np.ndarray]]:
         """Return (current image, best image, best loss, history copy, optimiser arrays); `start` if no image yet."""
         best = self.best_image if self.best_image is not None else start
         image, opt = self.state() if self.state is not None else (best, [])

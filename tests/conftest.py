@@ -13,7 +13,9 @@ SHARED = ROOT.parent / "shared"
 
 # A checkout with ../shared beside it (CI, developers) uses the local copies; elsewhere they resolve as for users.
 if (SHARED / "weights").is_dir():
-    os.environ.setdefault("NST_VGG19_WEIGHTS", str(SHARED / "weights" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"))
+    os.environ.setdefault(
+        "NST_VGG19_WEIGHTS", str(SHARED / "weights" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    )
 if (SHARED / "data" / "images").is_dir():
     os.environ.setdefault("NST_DATA_DIR", str(SHARED / "data" / "images"))
 

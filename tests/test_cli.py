@@ -8,12 +8,16 @@ from PIL import Image
 
 
 def nst(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "nst_utils", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "nst_utils", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_stylize_writes_png_of_requested_size(tmp_path):
     out, log = tmp_path / "out" / "r.png", tmp_path / "h.json"
-    r = nst("stylize", "--size", "96", "--steps", "4", "-o", str(out), "--log", str(log), "-q", "--precision", "bfloat16")
+    r = nst(
+        "stylize", "--size", "96", "--steps", "4", "-o", str(out), "--log", str(log), "-q", "--precision", "bfloat16"
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size == (96, 50)  # japanese_garden is 960x498
     hist = json.loads(log.read_text())
@@ -43,8 +47,25 @@ def test_info_and_help():
 
 def test_sweep_writes_a_grid_and_each_image(tmp_path):
     out, d = tmp_path / "grid.png", tmp_path / "imgs"
-    r = nst("sweep", "--size", "48", "--steps", "6", "--ratios", "0.1", "100", "--cumulative-layers",
-            "--style-layers", "block1_conv1", "block3_conv1", "-o", str(out), "--save-dir", str(d), "-q")
+    r = nst(
+        "sweep",
+        "--size",
+        "48",
+        "--steps",
+        "6",
+        "--ratios",
+        "0.1",
+        "100",
+        "--cumulative-layers",
+        "--style-layers",
+        "block1_conv1",
+        "block3_conv1",
+        "-o",
+        str(out),
+        "--save-dir",
+        str(d),
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size[0] > 200
     files = sorted(p.name for p in d.iterdir())

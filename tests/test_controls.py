@@ -73,7 +73,10 @@ def test_style_scale_resizes_the_style_and_its_target_grams(content_image, style
 
 def test_avg_pooling_differs_from_max(content_image, style_image):
     kw = dict(steps=3, **FAST)
-    mx, av = stylize(content_image, style_image, pooling="max", **kw), stylize(content_image, style_image, pooling="avg", **kw)
+    mx, av = (
+        stylize(content_image, style_image, pooling="max", **kw),
+        stylize(content_image, style_image, pooling="avg", **kw),
+    )
     assert mx.config.pooling == "max" and av.config.pooling == "avg"
     assert mx.history["style"][0] != pytest.approx(av.history["style"][0], rel=1e-3)
     assert np.abs(mx.image - av.image).max() > 1e-3
@@ -91,8 +94,16 @@ def test_layer_weight_exponent_gives_geometric_normalised_weights():
 
 def test_save_every_and_plot_write_their_files(tmp_path, content_image, style_image):
     out = tmp_path / "run" / "out.png"
-    r = stylize(content_image, style_image, steps=6, optimizer="adam", output=out, save_every=2,
-                plot=tmp_path / "losses.png", **FAST)
+    r = stylize(
+        content_image,
+        style_image,
+        steps=6,
+        optimizer="adam",
+        output=out,
+        save_every=2,
+        plot=tmp_path / "losses.png",
+        **FAST,
+    )
     names = sorted(p.name for p in out.parent.iterdir())
     assert names == ["out.png", "out_0002.png", "out_0004.png", "out_0006.png"]  # nothing half-written left over
     assert (tmp_path / "losses.png").stat().st_size > 5000 and r.steps == 6
@@ -101,6 +112,7 @@ def test_save_every_and_plot_write_their_files(tmp_path, content_image, style_im
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_resume_continues_from_the_saved_loss(monkeypatch, tmp_path, content_image, style_image, optimizer):
     monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)  # lbfgs calls back once per compiled call: one evaluation each
+
     def stop_at_5(step, image, terms):
         if step == 5:
             raise KeyboardInterrupt
@@ -139,17 +151,56 @@ def nst(*args):
 
 def test_cli_several_styles_colour_progress_and_help(tmp_path):
     out, log = tmp_path / "o.png", tmp_path / "h.json"
-    r = nst("stylize", "tubingen.jpg", "--style", "starry_night.jpg", "the_scream.jpg", "--style-blend", "3", "1",
-            "--preserve-colors", "luminance", "--style-scale", "0.5", "--style-layer-weight-exp", "2",
-            "--pooling", "avg", "--size", "64", "--steps", "4", "--save-every", "2", "--plot", str(tmp_path / "l.png"),
-            "-o", str(out), "--log", str(log), "-q")
+    r = nst(
+        "stylize",
+        "tubingen.jpg",
+        "--style",
+        "starry_night.jpg",
+        "the_scream.jpg",
+        "--style-blend",
+        "3",
+        "1",
+        "--preserve-colors",
+        "luminance",
+        "--style-scale",
+        "0.5",
+        "--style-layer-weight-exp",
+        "2",
+        "--pooling",
+        "avg",
+        "--size",
+        "64",
+        "--steps",
+        "4",
+        "--save-every",
+        "2",
+        "--plot",
+        str(tmp_path / "l.png"),
+        "-o",
+        str(out),
+        "--log",
+        str(log),
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json", "l.png", "o.png", "o_0002.png", "o_0004.png"]
     cfg = json.loads(log.read_text())["config"]
     assert cfg["style_blend"] == [3.0, 1.0] and cfg["preserve_colors"] == "luminance" and cfg["style_scale"] == 0.5
     help_text = nst("stylize", "--help").stdout
-    for flag in ("--style ", "--style-blend", "--preserve-colors", "--style-scale", "--pooling", "--style-layer-weights",
-                 "--style-layer-weight-exp", "--save-every", "--plot", "--resume", "--checkpoint", "--style-mask"):
+    for flag in (
+        "--style ",
+        "--style-blend",
+        "--preserve-colors",
+        "--style-scale",
+        "--pooling",
+        "--style-layer-weights",
+        "--style-layer-weight-exp",
+        "--save-every",
+        "--plot",
+        "--resume",
+        "--checkpoint",
+        "--style-mask",
+    ):
         assert flag in help_text, flag
 
 
@@ -158,7 +209,9 @@ def test_cli_resume(tmp_path, content_image, style_image):
         if step == 3:
             raise KeyboardInterrupt
 
-    cut = stylize(content_image, style_image, steps=6, optimizer="adam", callback=stop, checkpoint=tmp_path / "c.npz", **FAST)
+    cut = stylize(
+        content_image, style_image, steps=6, optimizer="adam", callback=stop, checkpoint=tmp_path / "c.npz", **FAST
+    )
     out, log = tmp_path / "o.png", tmp_path / "h.json"
     r = nst("stylize", "--resume", cut.checkpoint, "--steps", "6", "-o", str(out), "--log", str(log), "-q")
     assert r.returncode == 0, r.stderr

@@ -95,8 +95,9 @@ def test_reconstruct_content_lowers_the_loss(weights_path):
 
 def test_reconstruct_style_lowers_the_loss(weights_path):
     img = synthetic_image(32, 32)
-    recs = explore.reconstruct_style(img, [("block1_conv1",), ("block1_conv1", "block2_conv1")], size=32, steps=8,
-                                     weights=weights_path)
+    recs = explore.reconstruct_style(
+        img, [("block1_conv1",), ("block1_conv1", "block2_conv1")], size=32, steps=8, weights=weights_path
+    )
     assert [r.layers for r in recs] == [("block1_conv1",), ("block1_conv1", "block2_conv1")]
     assert recs[1].label == "conv1_1 + conv2_1"
     for r in recs:
@@ -113,7 +114,9 @@ def test_style_loss_ignores_positions_content_loss_does_not(weights_path):
     f = explore.layer_features(synthetic_image(32, 32), "block2_conv1", weights_path)
     g = explore.shuffle_positions(f, seed=1)
     assert g.shape == f.shape and not np.allclose(f, g)
-    assert float(nst.style_loss(nst.gram_matrix(g), nst.gram_matrix(f))[0]) < 1e-6 * float(np.mean(nst.gram_matrix(f) ** 2))
+    assert float(nst.style_loss(nst.gram_matrix(g), nst.gram_matrix(f))[0]) < 1e-6 * float(
+        np.mean(nst.gram_matrix(f) ** 2)
+    )
     assert float(nst.content_loss(g, f)[0]) > 1.0
 
 
@@ -122,8 +125,12 @@ def test_loss_table_and_gram_plots(weights_path):
     other = synthetic_image(32, 48, 5)
     rows = explore.loss_table(ref, {"same": ref, "mirrored": ref[:, ::-1], "other": other}, weights=weights_path)
     by = {r["image"]: r for r in rows}
-    assert by["same"]["content loss"] == pytest.approx(0, abs=1e-6) and by["same"]["style loss"] == pytest.approx(0, abs=1e-3)
-    assert by["mirrored"]["content loss"] > 0 and by["mirrored"]["total variation"] == pytest.approx(by["same"]["total variation"], rel=1e-4)
+    assert by["same"]["content loss"] == pytest.approx(0, abs=1e-6) and by["same"]["style loss"] == pytest.approx(
+        0, abs=1e-3
+    )
+    assert by["mirrored"]["content loss"] > 0 and by["mirrored"]["total variation"] == pytest.approx(
+        by["same"]["total variation"], rel=1e-4
+    )
     fig = plots.plot_loss_table(rows)
     assert len(fig.axes) == 3 and all(ax.get_title() and ax.get_ylabel() for ax in fig.axes)
     plt.close(fig)

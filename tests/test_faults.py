@@ -89,8 +89,11 @@ def test_when_the_fallback_fails_too_the_line_says_so(tmp_path, monkeypatch, dis
     monkeypatch.setattr(tempfile, "tempdir", str(disk_full))  # the temp folder is on the same full disk
     outputs.fallback_dir.cache_clear()
     try:
-        with pytest.raises(WriteError, match=f"could not write {disk_full}/h.json: No space left on device; no copy "
-                                             f"could be kept in {disk_full} either \\(No space left on device\\)"):
+        with pytest.raises(
+            WriteError,
+            match=f"could not write {disk_full}/h.json: No space left on device; no copy "
+            f"could be kept in {disk_full} either \\(No space left on device\\)",
+        ):
             outputs.write_text("{}", disk_full / "h.json")
     finally:
         outputs.fallback_dir.cache_clear()
@@ -102,12 +105,28 @@ def test_when_the_fallback_fails_too_the_line_says_so(tmp_path, monkeypatch, dis
 
 def test_disk_full_at_the_end_keeps_result_plot_and_log(tmp_path, capsys, fallback, disk_full):
     out = disk_full / "o.png"
-    code, stdout, err = run_cli("stylize", str(picture(tmp_path)), str(picture(tmp_path)), "--size", "32", "--steps", "3",
-                                "-o", str(out), "--plot", str(disk_full / "l.png"), "--log", str(disk_full / "h.json"),
-                                "-q", capsys=capsys)
+    code, stdout, err = run_cli(
+        "stylize",
+        str(picture(tmp_path)),
+        str(picture(tmp_path)),
+        "--size",
+        "32",
+        "--steps",
+        "3",
+        "-o",
+        str(out),
+        "--plot",
+        str(disk_full / "l.png"),
+        "--log",
+        str(disk_full / "h.json"),
+        "-q",
+        capsys=capsys,
+    )
     k = kept_dir(fallback)
-    assert err.strip() == (f"nst: error: could not write {out}, {disk_full}/l.png, {disk_full}/h.json: No space left "
-                           f"on device; the result is in {k}/o.png, the plot is in {k}/l.png, the log is in {k}/h.json")
+    assert err.strip() == (
+        f"nst: error: could not write {out}, {disk_full}/l.png, {disk_full}/h.json: No space left "
+        f"on device; the result is in {k}/o.png, the plot is in {k}/l.png, the log is in {k}/h.json"
+    )
     assert_one_line_error(code, err)
     assert stdout == ""  # no "wrote ..." line for a file that was not written
     assert_valid_png(k / "o.png", (32, 24))
@@ -128,8 +147,9 @@ def _make_read_only(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("break_folder", [_replace_with_a_file, _make_read_only], ids=["file", "read-only"])
-def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(tmp_path, capsys, monkeypatch, fallback,
-                                                                       break_folder):
+def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(
+    tmp_path, capsys, monkeypatch, fallback, break_folder
+):
     if break_folder is _make_read_only and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders; the 'file' case covers root")
     folder = tmp_path / "out"
@@ -144,15 +164,30 @@ def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(tmp_path,
     monkeypatch.setattr(outputs.SaveEvery, "__call__", save_then_break)
     src = str(picture(tmp_path))
     try:
-        code, stdout, err = run_cli("stylize", src, src, "--size", "32", "--steps", "50", "--save-every", "1",
-                                    "-o", str(out), "-q", capsys=capsys)
+        code, stdout, err = run_cli(
+            "stylize",
+            src,
+            src,
+            "--size",
+            "32",
+            "--steps",
+            "50",
+            "--save-every",
+            "1",
+            "-o",
+            str(out),
+            "-q",
+            capsys=capsys,
+        )
     finally:
         folder.chmod(0o755) if folder.is_dir() else None
     k = kept_dir(fallback)
     reason = "Not a directory" if break_folder is _replace_with_a_file else "Permission denied"
-    assert err.strip() == (f"nst: error: could not write {folder}/o_0003.png, {folder}/o.ckpt.npz, {out}: {reason}; "
-                           f"stopped after step 3; the checkpoint to resume from is in {k}/o.ckpt.npz, "
-                           f"the result is in {k}/o.png")
+    assert err.strip() == (
+        f"nst: error: could not write {folder}/o_0003.png, {folder}/o.ckpt.npz, {out}: {reason}; "
+        f"stopped after step 3; the checkpoint to resume from is in {k}/o.ckpt.npz, "
+        f"the result is in {k}/o.png"
+    )
     assert_one_line_error(code, err)
     assert_valid_png(k / "o.png", (32, 24))
     moved = folder.with_name("out.moved") if break_folder is _replace_with_a_file else folder
@@ -161,19 +196,48 @@ def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(tmp_path,
     assert ckpt.step == 3 and ckpt.config.steps == 50
 
     monkeypatch.undo()  # the work goes on from the kept checkpoint
-    code, stdout, err = run_cli("stylize", "--resume", str(k / "o.ckpt.npz"), "--steps", "5",
-                                "-o", str(tmp_path / "again.png"), "--log", str(tmp_path / "h.json"), "-q", capsys=capsys)
+    code, stdout, err = run_cli(
+        "stylize",
+        "--resume",
+        str(k / "o.ckpt.npz"),
+        "--steps",
+        "5",
+        "-o",
+        str(tmp_path / "again.png"),
+        "--log",
+        str(tmp_path / "h.json"),
+        "-q",
+        capsys=capsys,
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "h.json").read_text())["history"]["total"][:3] == ckpt.history["total"]
 
 
 def test_sweep_grid_on_a_full_disk_keeps_it_and_writes_the_images(tmp_path, capsys, fallback, disk_full):
     src, ok = str(picture(tmp_path)), tmp_path / "imgs"
-    code, stdout, err = run_cli("sweep", src, src, "--size", "32", "--steps", "2", "--ratios", "1e-7", "1e-3",
-                                "-o", str(disk_full / "grid.png"), "--save-dir", str(ok), "-q", capsys=capsys)
+    code, stdout, err = run_cli(
+        "sweep",
+        src,
+        src,
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--ratios",
+        "1e-7",
+        "1e-3",
+        "-o",
+        str(disk_full / "grid.png"),
+        "--save-dir",
+        str(ok),
+        "-q",
+        capsys=capsys,
+    )
     k = kept_dir(fallback)
-    assert err.strip() == (f"nst: error: could not write {disk_full}/grid.png: No space left on device; the grid is in "
-                           f"{k}/grid.png, r0_c0.png is in {ok}/r0_c0.png, r0_c1.png is in {ok}/r0_c1.png")
+    assert err.strip() == (
+        f"nst: error: could not write {disk_full}/grid.png: No space left on device; the grid is in "
+        f"{k}/grid.png, r0_c0.png is in {ok}/r0_c0.png, r0_c1.png is in {ok}/r0_c1.png"
+    )
     assert_one_line_error(code, err)
     assert_valid_png(k / "grid.png")
     assert sorted(q.name for q in ok.iterdir()) == ["r0_c0.png", "r0_c1.png"] and list(disk_full.iterdir()) == []
@@ -187,9 +251,11 @@ def test_interrupt_with_a_full_disk_keeps_the_checkpoint(tmp_path, fallback, dis
     r = stylize(content_image, style_image, steps=10, callback=stop, output=disk_full / "o.png", **FAST)
     k = kept_dir(fallback)
     assert r.interrupted and r.checkpoint == str(k / "o.ckpt.npz") and load(r.checkpoint).step == 2
-    assert r.message == (f"could not write {disk_full}/o.ckpt.npz, {disk_full}/o.png: No space left on device; "
-                         f"interrupted; kept the best image so far; the checkpoint to resume from is in {k}/o.ckpt.npz, "
-                         f"the result is in {k}/o.png")
+    assert r.message == (
+        f"could not write {disk_full}/o.ckpt.npz, {disk_full}/o.png: No space left on device; "
+        f"interrupted; kept the best image so far; the checkpoint to resume from is in {k}/o.ckpt.npz, "
+        f"the result is in {k}/o.png"
+    )
     assert list(disk_full.iterdir()) == []
 
 
@@ -207,23 +273,35 @@ def cut_run(tmp_path_factory) -> Path:
         if step == 2:
             raise KeyboardInterrupt
 
-    r = stylize(content, style, steps=4, style_layers=("block1_conv1", "block2_conv1"), callback=stop,
-                checkpoint=d / "c.npz", **FAST)
+    r = stylize(
+        content,
+        style,
+        steps=4,
+        style_layers=("block1_conv1", "block2_conv1"),
+        callback=stop,
+        checkpoint=d / "c.npz",
+        **FAST,
+    )
     return Path(r.checkpoint)
 
 
-@pytest.mark.parametrize("flags,needle", [
-    (["--size", "64"], "size (32 in the checkpoint, 64 asked)"),
-    (["--size", "512"], "size (32 in the checkpoint, 512 asked)"),  # the parser's default, typed: still a conflict
-    (["--style-layers", "block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"],
-     "style_layers (('block1_conv1', 'block2_conv1') in the checkpoint, ('block1_conv1', 'block2_conv1', "
-     "'block3_conv1', 'block4_conv1', 'block5_conv1') asked)"),
-    (["--pooling", "avg", "--beta", "1"], "pooling ('max' in the checkpoint, 'avg' asked)"),
-    (["--style-layer-weights", "1", "3"], "style_layer_weights (None in the checkpoint, (1.0, 3.0) asked)"),
-    (["--optimizer", "lbfgs"], "optimizer ('adam' in the checkpoint, 'lbfgs' asked)"),
-    (["--init", "noise"], "init ('content' in the checkpoint, 'noise' asked)"),
-    (["--style-scale", "0.5"], "style_scale (1.0 in the checkpoint, 0.5 asked)"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--size", "64"], "size (32 in the checkpoint, 64 asked)"),
+        (["--size", "512"], "size (32 in the checkpoint, 512 asked)"),  # the parser's default, typed: still a conflict
+        (
+            ["--style-layers", "block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"],
+            "style_layers (('block1_conv1', 'block2_conv1') in the checkpoint, ('block1_conv1', 'block2_conv1', "
+            "'block3_conv1', 'block4_conv1', 'block5_conv1') asked)",
+        ),
+        (["--pooling", "avg", "--beta", "1"], "pooling ('max' in the checkpoint, 'avg' asked)"),
+        (["--style-layer-weights", "1", "3"], "style_layer_weights (None in the checkpoint, (1.0, 3.0) asked)"),
+        (["--optimizer", "lbfgs"], "optimizer ('adam' in the checkpoint, 'lbfgs' asked)"),
+        (["--init", "noise"], "init ('content' in the checkpoint, 'noise' asked)"),
+        (["--style-scale", "0.5"], "style_scale (1.0 in the checkpoint, 0.5 asked)"),
+    ],
+)
 def test_resume_refuses_flags_the_checkpoint_cannot_honour(tmp_path, capsys, cut_run, flags, needle):
     code, _, err = run_cli("stylize", "--resume", str(cut_run), *flags, "-o", str(tmp_path / "o.png"), capsys=capsys)
     assert_one_line_error(code, err, "cannot change", needle, "when resuming")
@@ -234,9 +312,29 @@ def test_resume_refuses_flags_the_checkpoint_cannot_honour(tmp_path, capsys, cut
 
 def test_resume_applies_steps_lr_precision_and_new_outputs(tmp_path, capsys, cut_run):
     out, log = tmp_path / "new" / "o.png", tmp_path / "h.json"
-    code, stdout, err = run_cli("stylize", "--resume", str(cut_run), "--steps", "5", "--lr", "0.05", "--precision",
-                                "float32", "--size", "32", "--save-every", "4", "--plot", str(tmp_path / "l.png"),
-                                "-o", str(out), "--log", str(log), "-q", capsys=capsys)
+    code, stdout, err = run_cli(
+        "stylize",
+        "--resume",
+        str(cut_run),
+        "--steps",
+        "5",
+        "--lr",
+        "0.05",
+        "--precision",
+        "float32",
+        "--size",
+        "32",
+        "--save-every",
+        "4",
+        "--plot",
+        str(tmp_path / "l.png"),
+        "-o",
+        str(out),
+        "--log",
+        str(log),
+        "-q",
+        capsys=capsys,
+    )
     assert code == 0, err
     h = json.loads(log.read_text())
     assert h["config"]["steps"] == 5 and h["config"]["learning_rate"] == 0.05 and h["config"]["size"] == 32

@@ -29,7 +29,9 @@ def gradient_rgb(h=40, w=60):
     return np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 128)], -1).astype(np.uint8)
 
 
-@pytest.mark.parametrize("fmt,ext", [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tif"), ("GIF", "gif")])
+@pytest.mark.parametrize(
+    "fmt,ext", [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tif"), ("GIF", "gif")]
+)
 def test_loads_common_formats(tmp_path, fmt, ext):
     arr = gradient_rgb()
     path = tmp_path / f"img.{ext}"

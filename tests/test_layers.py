@@ -19,7 +19,9 @@ def _env() -> dict:
 
 def _python(code: str) -> subprocess.CompletedProcess:
     """Return the run of `code` in a fresh interpreter that imports this checkout's nst_utils, asserting it passed."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -43,36 +45,46 @@ def test_ruff_passes(args):
 
 
 def test_cli_module_and_help_do_not_import_tensorflow():
-    code = ("import sys, nst_utils.cli\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'h5py', 'matplotlib', 'scipy') if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "try:\n"
-            "    nst_utils.cli.main(['--help'])\n"
-            "except SystemExit as exc:\n"
-            "    assert exc.code == 0, exc.code\n"
-            "try:\n"
-            "    nst_utils.cli.main(['stylize', '--size', '-3'])\n"
-            "except SystemExit as exc:\n"
-            "    assert exc.code == 2, exc.code\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'h5py', 'matplotlib', 'scipy') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys, nst_utils.cli\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'h5py', 'matplotlib', 'scipy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "try:\n"
+        "    nst_utils.cli.main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "try:\n"
+        "    nst_utils.cli.main(['stylize', '--size', '-3'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 2, exc.code\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'h5py', 'matplotlib', 'scipy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
     out = _python(code)
     assert "usage: nst" in out.stdout and "--size" in out.stderr
 
 
 def test_public_names_load_lazily():
-    code = ("import sys, nst_utils\n"
-            "assert 'tensorflow' not in sys.modules\n"
-            "from nst_utils import NSTError, StyleConfig, LAYERS\n"
-            "assert 'tensorflow' not in sys.modules\n"
-            "assert sorted(nst_utils.__all__) == nst_utils.__all__ and 'stylize' in dir(nst_utils)\n")
+    code = (
+        "import sys, nst_utils\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "from nst_utils import NSTError, StyleConfig, LAYERS\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "assert sorted(nst_utils.__all__) == nst_utils.__all__ and 'stylize' in dir(nst_utils)\n"
+    )
     _python(code)
 
 
 def test_no_function_level_relative_imports_beyond_the_documented_few():
-    """Only the CLI's commands (the engine, once arguments are checked) and `finish`'s loss plot import inside functions."""
-    allowed = {("cli.py", "from .run import stylize"), ("cli.py", "from .plots import"), ("cli.py", "from .sweep import"),
-               ("cli.py", "from .model import describe_devices"), ("run.py", "from .plots import save_loss_plot")}
+    """Only the CLI's commands (the engine, once arguments are checked) and `write_outputs`' loss plot import inside
+    functions."""
+    allowed = {
+        ("cli.py", "from .run import stylize"),
+        ("cli.py", "from .plots import"),
+        ("cli.py", "from .sweep import"),
+        ("cli.py", "from .model import describe_devices"),
+        ("run.py", "from .plots import save_loss_plot"),
+    }
     found = []
     for path in sorted((ROOT / "nst_utils").glob("*.py")):
         for line in path.read_text().splitlines():

@@ -33,8 +33,14 @@ def box_minimum(h: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Return the minimiser of (x - c)' H (x - c) over [0, 1]^N by scipy's L-BFGS-B run to convergence (reference)."""
     import scipy.optimize
 
-    r = scipy.optimize.minimize(lambda x: (0.5 * (x - c) @ h @ (x - c), h @ (x - c)), np.full(N, 0.5), jac=True,
-                                method="L-BFGS-B", bounds=[(0.0, 1.0)] * N, options={"ftol": 0, "gtol": 1e-12, "maxiter": 5000})
+    r = scipy.optimize.minimize(
+        lambda x: (0.5 * (x - c) @ h @ (x - c), h @ (x - c)),
+        np.full(N, 0.5),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, 1.0)] * N,
+        options={"ftol": 0, "gtol": 1e-12, "maxiter": 5000},
+    )
     return r.x
 
 
@@ -67,8 +73,9 @@ def test_kept_products_of_the_memory_equal_the_products_of_its_pairs():
         s, y = lbfgs.s_hist.numpy().astype(np.float64), lbfgs.y_hist.numpy().astype(np.float64)
         scale = np.abs(np.einsum("bin,bjn->bij", np.abs(s), np.abs(y))).max()
         np.testing.assert_allclose(lbfgs.sy.numpy(), np.einsum("bin,bjn->bij", s, y), atol=1e-5 * scale)
-        np.testing.assert_allclose(lbfgs.yy.numpy(), np.einsum("bin,bjn->bij", y, y),
-                                   atol=1e-5 * np.einsum("bin,bin->b", y, y).max())
+        np.testing.assert_allclose(
+            lbfgs.yy.numpy(), np.einsum("bin,bjn->bij", y, y), atol=1e-5 * np.einsum("bin,bin->b", y, y).max()
+        )
     assert lbfgs.count.numpy().min() > 0 and lbfgs.head.numpy().max() > 0  # pairs were stored and the ring moved
 
 
@@ -83,9 +90,9 @@ def test_batched_equals_single_runs_and_one_trace_per_shape():
     assert int(n) == 60 and terms["total"].shape == (60, 3)
     traced = len(calls)
     for i in range(3):  # each image alone follows the same path: its own memory, step size and acceptance
-        single_fg, _, _ = quadratic(centres[i:i + 1], condition=1e3)
+        single_fg, _, _ = quadratic(centres[i : i + 1], condition=1e3)
         single = ProjectedLBFGS(single_fg, (1, N))
-        single.start(x0[i:i + 1])
+        single.start(x0[i : i + 1])
         t1, _ = single.iterate(tf.constant(60))
         # equal up to float rounding in the batched matmul (~1e-7), which 60 line searches amplify to ~3e-3 at most
         np.testing.assert_allclose(t1["total"].numpy()[:, 0], terms["total"].numpy()[:, i], rtol=1e-2)
@@ -119,7 +126,9 @@ def test_a_run_of_n_evaluations_makes_about_n_over_k_compiled_calls(monkeypatch,
 
 
 def test_resume_of_an_interrupted_run_equals_the_uninterrupted_run(monkeypatch, tmp_path, content_image, style_image):
-    monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)  # one evaluation per call: the interrupt lands at step 5 exactly
+    monkeypatch.setattr(
+        optimizers, "CALL_SECONDS", 0.0
+    )  # one evaluation per call: the interrupt lands at step 5 exactly
 
     def stop_at_5(step, image, terms):
         if step == 5:

@@ -135,6 +135,7 @@ def test_wasserstein_objective_has_a_finite_gradient_and_a_run_lowers_its_style_
     assert r.history["style"][-1] < 0.5 * r.history["style"][0]
     mask = np.zeros(content_image.shape[:2], np.float32)
     mask[:, :32] = 1.0  # the mask-guided variant takes the same statistic
-    guided = nst_utils.stylize(content_image, [style_image, content_image], cfg, steps=4, style_mask=mask,
-                               progress=False)
+    guided = nst_utils.stylize(
+        content_image, [style_image, content_image], cfg, steps=4, style_mask=mask, progress=False
+    )
     assert np.isfinite(guided.history["total"]).all() and guided.history["total"][-1] < guided.history["total"][0]

@@ -24,8 +24,10 @@ def reference_images():
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 def test_factors_give_mean_channel_activation_one_on_the_reference_images(reference_images, pooling):
     ext = model.FeatureExtractor(CONV_LAYERS, pooling=pooling, normalize=True)
-    means = {n: np.mean([ext(img[None])[n].numpy().mean(axis=(0, 1, 2)) for img in reference_images], axis=0)
-             for n in CONV_LAYERS}
+    means = {
+        n: np.mean([ext(img[None])[n].numpy().mean(axis=(0, 1, 2)) for img in reference_images], axis=0)
+        for n in CONV_LAYERS
+    }
     raw = model.channel_means(pooling)
     for n in CONV_LAYERS:
         live = raw[n] > 0
@@ -80,7 +82,9 @@ def test_normalisation_evens_out_the_layers(content_image, style_image):
     layers = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
     spread = {}
     for normalize, pooling in ((False, "max"), (True, "avg")):
-        loss = [m["style loss"] for m in gram_magnitudes(content_image, style_image, layers, pooling, normalize).values()]
+        loss = [
+            m["style loss"] for m in gram_magnitudes(content_image, style_image, layers, pooling, normalize).values()
+        ]
         spread[normalize] = max(loss) / min(loss)
     assert spread[False] > 100 * spread[True]
 
@@ -96,8 +100,13 @@ def test_cumulative_sweep_progresses_along_both_axes():
     the photo as beta/alpha grows (strongest column clearly further than the weakest)."""
     size, ratios = 64, (GRID_RATIOS[0], GRID_RATIOS[-1] / 10, GRID_RATIOS[-1])
     layers = ("block1_conv1", "block3_conv1", "block5_conv1")
-    results = sweep("tubingen.jpg", "starry_night.jpg", StyleConfig.normalized(size=size, steps=25, style_layers=layers),
-                    grid_settings(cumulative_layer_weights(len(layers)), ratios), progress=False)
+    results = sweep(
+        "tubingen.jpg",
+        "starry_night.jpg",
+        StyleConfig.normalized(size=size, steps=25, style_layers=layers),
+        grid_settings(cumulative_layer_weights(len(layers)), ratios),
+        progress=False,
+    )
     content = as_image("tubingen.jpg", size)
     d = grid_distances([r.image for r in results], content, len(ratios))
     assert np.all(np.diff(d, axis=1) > 0), d  # further from the photo with every step in beta/alpha
@@ -109,11 +118,16 @@ def test_cumulative_sweep_progresses_along_both_axes():
 
 def test_cli_flags_pick_the_network_and_its_defaults():
     p = build_parser()
-    for argv, expected in ((["stylize"], {"normalize_vgg": False, "pooling": "max", "alpha": 1e4}),
-                           (["stylize", "--normalize-vgg"], NORMALIZED),
-                           (["stylize", "--normalize-vgg", "--beta", "30", "--pooling", "max"],
-                            NORMALIZED | {"beta": 30.0, "pooling": "max"}),
-                           (["sweep"], NORMALIZED), (["sweep", "--no-normalize-vgg"], {"normalize_vgg": False, "tv": 30.0})):
+    for argv, expected in (
+        (["stylize"], {"normalize_vgg": False, "pooling": "max", "alpha": 1e4}),
+        (["stylize", "--normalize-vgg"], NORMALIZED),
+        (
+            ["stylize", "--normalize-vgg", "--beta", "30", "--pooling", "max"],
+            NORMALIZED | {"beta": 30.0, "pooling": "max"},
+        ),
+        (["sweep"], NORMALIZED),
+        (["sweep", "--no-normalize-vgg"], {"normalize_vgg": False, "tv": 30.0}),
+    ):
         args = p.parse_args(argv)
         got = weight_settings(args, network_defaults(args.normalize_vgg))
         assert expected.items() <= got.items(), (argv, got)

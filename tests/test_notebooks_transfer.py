@@ -6,7 +6,6 @@ import re
 from nbrun import outputs_text, run_notebook
 
 
-
 def _run(name, tmp_path, **params):
     out = tmp_path / "outputs"
     nb = run_notebook(name, tmp_path, OUTPUT_DIR=str(out), **params)

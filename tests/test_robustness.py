@@ -68,11 +68,16 @@ def gradient(h: int = 40, w: int = 60) -> np.ndarray:
 
 def png_header(w: int, h: int) -> bytes:
     """Return a tiny PNG whose header claims w x h pixels (a decompression bomb's shape, without the data)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg_claiming(w: int, h: int) -> bytes:
@@ -81,7 +86,7 @@ def jpeg_claiming(w: int, h: int) -> bytes:
     Image.fromarray(gradient(64, 64)).save(buf, "JPEG")
     b = bytearray(buf.getvalue())
     i = b.find(b"\xff\xc0")
-    b[i + 5:i + 9] = struct.pack(">HH", h, w)
+    b[i + 5 : i + 9] = struct.pack(">HH", h, w)
     return bytes(b)
 
 
@@ -111,14 +116,24 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("kind,needle", [("missing", "does not exist|not found"), ("directory", "directory"), ("empty", "0 bytes"),
-                                         ("text", "not an image"), ("random", "not an image"),
-                                         ("truncated", "truncated or corrupt"), ("bomb", "pixels")])
+@pytest.mark.parametrize(
+    "kind,needle",
+    [
+        ("missing", "does not exist|not found"),
+        ("directory", "directory"),
+        ("empty", "0 bytes"),
+        ("text", "not an image"),
+        ("random", "not an image"),
+        ("truncated", "truncated or corrupt"),
+        ("bomb", "pixels"),
+    ],
+)
 def test_bad_images_fail_with_one_line(tmp_path, capsys, kind, needle):
     bad = _bad_file(tmp_path, kind)
     out = tmp_path / "out.png"
-    code, _, err = run_cli("stylize", str(bad), str(bad), "--size", SIZE, "--steps", STEPS, "-o", str(out), "-q",
-                           capsys=capsys)
+    code, _, err = run_cli(
+        "stylize", str(bad), str(bad), "--size", SIZE, "--steps", STEPS, "-o", str(out), "-q", capsys=capsys
+    )
     assert_one_line_error(code, err, bad.name)
     assert re.search(needle, err), err
     assert not out.exists()
@@ -128,8 +143,13 @@ def test_bad_images_fail_with_one_line(tmp_path, capsys, kind, needle):
 
 def test_bad_image_end_to_end_subprocess(tmp_path):
     bad = _bad_file(tmp_path, "text")
-    r = subprocess.run([sys.executable, "-m", "nst_utils", "stylize", str(bad), "-o", str(tmp_path / "o.png")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "nst_utils", "stylize", str(bad), "-o", str(tmp_path / "o.png")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
     assert "text.jpg" in r.stderr and not (tmp_path / "o.png").exists()
     with pytest.raises(NSTError):  # --debug lets the exception (and its traceback) through
@@ -168,9 +188,15 @@ def test_exif_rotated_photos_come_out_upright(tmp_path, orientation):
     upright = np.zeros((32, 48, 3), np.uint8)
     upright[..., 2] = 255
     upright[:16, :24] = (255, 0, 0)  # red top-left quadrant marks the orientation
-    inverse = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
-               8: Image.Transpose.ROTATE_270}[orientation]
+    inverse = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(upright).transpose(inverse).save(tmp_path / "r.jpg", exif=exif, quality=95)
@@ -221,8 +247,19 @@ def test_odd_inputs_stylize_end_to_end(tmp_path, capsys):
     Image.fromarray(gradient(48, 64)).convert("CMYK").save(tmp_path / "c.jpg")
     Image.fromarray(gradient(64, 64)).convert("P").save(tmp_path / "s.png", transparency=3)
     out = tmp_path / "o.png"
-    code, stdout, err = run_cli("stylize", str(tmp_path / "c.jpg"), str(tmp_path / "s.png"), "--size", SIZE,
-                                "--steps", STEPS, "-o", str(out), "-q", capsys=capsys)
+    code, stdout, err = run_cli(
+        "stylize",
+        str(tmp_path / "c.jpg"),
+        str(tmp_path / "s.png"),
+        "--size",
+        SIZE,
+        "--steps",
+        STEPS,
+        "-o",
+        str(out),
+        "-q",
+        capsys=capsys,
+    )
     assert code == 0, err
     assert_valid_png(out, (32, 24)) and "wrote" in stdout
 
@@ -230,14 +267,25 @@ def test_odd_inputs_stylize_end_to_end(tmp_path, capsys):
 # ---------------------------------------------------------------- parameters
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--size", "0"], "--size"), (["--size", "-5"], "--size"), (["--size", "8"], "at least 16"),
-    (["--steps", "0"], "--steps"), (["--alpha", "-1"], "--alpha"), (["--beta", "nan"], "--beta"),
-    (["--tv", "inf"], "--tv"), (["--alpha", "-inf"], "--alpha"), (["--size", "abc"], "not an integer"),
-    (["--optimizer", "sgd"], "lbfgs"), (["--content-layers", "block9_conv1"], "block5_conv2"),
-    (["--style-layers", "conv1"], "valid: block1_conv1"), (["--style-layer-weights", "1", "2"], "style layer weights"),
-    (["--alpha", "0", "--beta", "0"], "nothing to optimise"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--size", "0"], "--size"),
+        (["--size", "-5"], "--size"),
+        (["--size", "8"], "at least 16"),
+        (["--steps", "0"], "--steps"),
+        (["--alpha", "-1"], "--alpha"),
+        (["--beta", "nan"], "--beta"),
+        (["--tv", "inf"], "--tv"),
+        (["--alpha", "-inf"], "--alpha"),
+        (["--size", "abc"], "not an integer"),
+        (["--optimizer", "sgd"], "lbfgs"),
+        (["--content-layers", "block9_conv1"], "block5_conv2"),
+        (["--style-layers", "conv1"], "valid: block1_conv1"),
+        (["--style-layer-weights", "1", "2"], "style layer weights"),
+        (["--alpha", "0", "--beta", "0"], "nothing to optimise"),
+    ],
+)
 def test_bad_parameters_fail_with_one_line(tmp_path, capsys, args, needle):
     out = tmp_path / "o.png"
     code, _, err = run_cli("stylize", "-o", str(out), *args, capsys=capsys)
@@ -245,10 +293,24 @@ def test_bad_parameters_fail_with_one_line(tmp_path, capsys, args, needle):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("field,value", [("size", 0), ("size", -3), ("size", 12.5), ("steps", 0), ("alpha", math.nan),
-                                         ("beta", math.inf), ("tv", -1.0), ("learning_rate", math.nan),
-                                         ("optimizer", "sgd"), ("style_layers", ("nope",)), ("content_layers", ()),
-                                         ("style_layer_weights", (math.nan,) * 5), ("style_layer_weights", (0.0,) * 5)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("size", 0),
+        ("size", -3),
+        ("size", 12.5),
+        ("steps", 0),
+        ("alpha", math.nan),
+        ("beta", math.inf),
+        ("tv", -1.0),
+        ("learning_rate", math.nan),
+        ("optimizer", "sgd"),
+        ("style_layers", ("nope",)),
+        ("content_layers", ()),
+        ("style_layer_weights", (math.nan,) * 5),
+        ("style_layer_weights", (0.0,) * 5),
+    ],
+)
 def test_bad_api_config_raises(field, value):
     with pytest.raises(NSTError) as e:
         StyleConfig(**{field: value})
@@ -279,13 +341,22 @@ def _bad_weights(tmp_path: Path, kind: str, real: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("kind,needle", [("missing", "does not exist"), ("folder", "is a folder"),
-                                         ("truncated", "md5"), ("other_model", "md5"), ("wrong_hash", "md5")])
+@pytest.mark.parametrize(
+    "kind,needle",
+    [
+        ("missing", "does not exist"),
+        ("folder", "is a folder"),
+        ("truncated", "md5"),
+        ("other_model", "md5"),
+        ("wrong_hash", "md5"),
+    ],
+)
 def test_bad_weights_fail_clearly_and_load_nothing(tmp_path, capsys, weights_path, kind, needle):
     bad = _bad_weights(tmp_path, kind, weights_path)
     out = tmp_path / "o.png"
-    code, _, err = run_cli("stylize", "--weights", str(bad), "--size", SIZE, "--steps", STEPS, "-o", str(out), "-q",
-                           capsys=capsys)
+    code, _, err = run_cli(
+        "stylize", "--weights", str(bad), "--size", SIZE, "--steps", STEPS, "-o", str(out), "-q", capsys=capsys
+    )
     assert_one_line_error(code, err, needle, assets.WEIGHTS_FILE, assets.WEIGHTS_URL)
     assert not out.exists()
     # a model built from the good weights earlier in this process must not be reused for bad ones
@@ -316,8 +387,9 @@ def test_nan_loss_stops_keeps_last_good_image_nonzero_exit(tmp_path, capsys, mon
     src = tmp_path / "c.png"
     Image.fromarray(gradient(48, 64)).save(src)
     out = tmp_path / "o.png"
-    code, _, err = run_cli("stylize", str(src), str(src), "--size", SIZE, "--steps", "10", "-o", str(out), "-q",
-                           capsys=capsys)
+    code, _, err = run_cli(
+        "stylize", str(src), str(src), "--size", SIZE, "--steps", "10", "-o", str(out), "-q", capsys=capsys
+    )
     assert code == 1 and "loss became inf at step 3" in err and "Traceback" not in err, err
     assert_valid_png(out, (32, 24))
 
@@ -327,9 +399,26 @@ def _start_cli(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     src = tmp_path / "c.png"
     Image.fromarray(gradient(48, 64)).save(src)
     out = tmp_path / "o.png"
-    p = subprocess.Popen([sys.executable, "-m", "nst_utils", "stylize", str(src), str(src), "--size", SIZE,
-                          "--steps", "100000", "-o", str(out), *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nst_utils",
+            "stylize",
+            str(src),
+            str(src),
+            "--size",
+            SIZE,
+            "--steps",
+            "100000",
+            "-o",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     seen, deadline = b"", time.monotonic() + 300  # a safety net for a hung child, not a timing assertion
     while b"loss=" not in seen and time.monotonic() < deadline:  # tqdm prints loss=... once steps are running
         chunk = os.read(p.stderr.fileno(), 4096)
@@ -360,8 +449,16 @@ def test_unwritable_output_fails_before_optimising(tmp_path, capsys, monkeypatch
     code, _, err = run_cli("stylize", "--size", SIZE, "--steps", STEPS, "-o", str(out), "-q", capsys=capsys)
     assert_one_line_error(code, err, "--output" if where != "dir" else "directory")
     assert not called
-    code, _, err = run_cli("stylize", "--size", SIZE, "-o", str(tmp_path / "ok.png"), "--log",
-                           str(tmp_path / "afile" / "h.json"), capsys=capsys)
+    code, _, err = run_cli(
+        "stylize",
+        "--size",
+        SIZE,
+        "-o",
+        str(tmp_path / "ok.png"),
+        "--log",
+        str(tmp_path / "afile" / "h.json"),
+        capsys=capsys,
+    )
     assert_one_line_error(code, err, "afile is a file")
     assert not called
 
@@ -383,7 +480,9 @@ while True:
 def test_kill_9_during_saves_never_leaves_half_a_png(tmp_path):
     out = tmp_path / "o.png"
     for delay in (0.0, 0.05, 0.13, 0.31):
-        p = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(out), str(ROOT / "nst_utils")], stdout=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-c", SAVE_LOOP, str(out), str(ROOT / "nst_utils")], stdout=subprocess.PIPE
+        )
         assert p.stdout.readline().strip() == b"saving"
         time.sleep(delay)  # vary where in a save the kill lands; not a timing assertion
         p.kill()
@@ -405,7 +504,9 @@ def test_failed_write_keeps_old_output(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", half_then_fail)
-    with pytest.raises(outputs.WriteError, match=f"could not write {out}: No space left on device; no copy could be kept"):
+    with pytest.raises(
+        outputs.WriteError, match=f"could not write {out}: No space left on device; no copy could be kept"
+    ):
         outputs.save_image(np.ones((8, 8, 3), np.float32), out)  # the fallback copy fails the same way here
     monkeypatch.undo()
     outputs.fallback_dir.cache_clear()

@@ -77,7 +77,14 @@ def test_bench_quick_runs_end_to_end(capsys):
     runs = [json.loads(line) for line in out if line.startswith("{")]
     assert [r["optimizer"] for r in runs] == ["adam", "lbfgs-scipy", "lbfgs"]
     for r in runs:
-        assert {"run", "optimizer", "evals_to_target", "seconds_to_target", "host_ms_per_eval", "final_objective"} <= set(r)
+        assert {
+            "run",
+            "optimizer",
+            "evals_to_target",
+            "seconds_to_target",
+            "host_ms_per_eval",
+            "final_objective",
+        } <= set(r)
         assert r["final_objective"] > 0 and (r["evals_to_target"] is None) == (r["seconds_to_target"] is None)
         assert np.isfinite(r["host_ms_per_eval"]) and r["host_ms_per_eval"] >= 0
     assert runs[0]["evals_to_target"] <= 4
@@ -93,8 +100,15 @@ def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, sty
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
     before, seen = blas_threads(), []
-    stylize(content_image, style_image, size=48, steps=3, progress=False, optimizer="lbfgs-scipy",
-            callback=lambda step, image, terms: seen.append(blas_threads()))
+    stylize(
+        content_image,
+        style_image,
+        size=48,
+        steps=3,
+        progress=False,
+        optimizer="lbfgs-scipy",
+        callback=lambda step, image, terms: seen.append(blas_threads()),
+    )
     assert seen and all(all(n == 1 for n in counts) for counts in seen)
     assert blas_threads() == before
 
@@ -141,8 +155,10 @@ def test_bfloat16_run_lowers_the_float32_objective(content_image, style_image):
 
     r = stylize(content_image, style_image, size=64, steps=15, precision="bfloat16", progress=False)
     check = build_objective(StyleConfig(size=64, precision="float32"), content_image, [style_image])
+
     def f32(img):
         return float(tf.reduce_sum(check.loss_terms(tf.constant(img[None], tf.float32))["total"]))
+
     assert f32(r.image) < 0.5 * f32(content_image)
     assert f32(r.image) == pytest.approx(r.best_loss, rel=0.05)  # the bf16 objective tracks the float32 one
 

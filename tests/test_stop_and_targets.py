@@ -75,10 +75,18 @@ def test_sigterm_while_reading_a_fifo_stops_at_once(tmp_path, which):
     out = tmp_path / "out" / "o.png"
     (out.parent).mkdir()
     img = str(SHARED_IMAGES / "tubingen.jpg") if SHARED_IMAGES.is_dir() else "tubingen.jpg"
-    argv = {"content": [str(fifo), img], "style": [img, str(fifo)], "mask": [img, img, "--style-mask", str(fifo)],
-            "resume": ["--resume", str(fifo)]}[which]
-    p = subprocess.Popen([sys.executable, "-m", "nst_utils", "stylize", *argv, "--size", "32", "--steps", "2", "-q",
-                          "-o", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    argv = {
+        "content": [str(fifo), img],
+        "style": [img, str(fifo)],
+        "mask": [img, img, "--style-mask", str(fifo)],
+        "resume": ["--resume", str(fifo)],
+    }[which]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "nst_utils", "stylize", *argv, "--size", "32", "--steps", "2", "-q", "-o", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + WAIT_S
     while not _blocked_on_fifo(p.pid):
         assert p.poll() is None, p.communicate()[1].decode(errors="replace")[-1500:]
@@ -137,9 +145,27 @@ def test_sigterm_during_a_stalled_download_stops_at_once(tmp_path, what):
         env = _env(NST_VGG19_WEIGHTS=None, KERAS_HOME=str(tmp_path / "keras"))
         argv = ["stylize"]
     try:
-        p = subprocess.Popen([sys.executable, "-c", PATCHED, f"http://127.0.0.1:{server.port}", what, *argv,
-                              "--size", "32", "--steps", "2", "-q", "-o", str(out)], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                PATCHED,
+                f"http://127.0.0.1:{server.port}",
+                what,
+                *argv,
+                "--size",
+                "32",
+                "--steps",
+                "2",
+                "-q",
+                "-o",
+                str(out),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + WAIT_S
         while not server.accepted.wait(0.1):
             assert p.poll() is None, p.communicate()[1].decode(errors="replace")[-1500:]

@@ -35,7 +35,11 @@ def test_settings_helpers():
     assert cumulative_layer_weights(3) == [(1, 0, 0), (1, 1, 0), (1, 1, 1)]
     g = grid_settings(cumulative_layer_weights(2), [1e-6, 1e-5])
     assert [(s["style_layer_weights"], s["beta"] / s["alpha"]) for s in g] == [
-        ((1, 0), pytest.approx(1e-6)), ((1, 0), pytest.approx(1e-5)), ((1, 1), pytest.approx(1e-6)), ((1, 1), pytest.approx(1e-5))]
+        ((1, 0), pytest.approx(1e-6)),
+        ((1, 0), pytest.approx(1e-5)),
+        ((1, 1), pytest.approx(1e-6)),
+        ((1, 1), pytest.approx(1e-5)),
+    ]
     with pytest.raises(ValueError, match="may only change"):
         sweep(np.zeros((32, 32, 3), np.float32), np.zeros((32, 32, 3), np.float32), settings=[{"size": 64}])
 
@@ -83,8 +87,13 @@ def test_lbfgs_sweep_stops_on_callback_interrupt_and_nonfinite_loss(monkeypatch,
     kw = dict(size=32, steps=10, optimizer="lbfgs", progress=False)
     settings = ratio_settings(RATIOS)
     seen = []
-    stopped = sweep(content_image, style_image, settings=settings,
-                    callback=lambda step, images, terms: seen.append((step, images.shape, len(terms))) or step >= 3, **kw)
+    stopped = sweep(
+        content_image,
+        style_image,
+        settings=settings,
+        callback=lambda step, images, terms: seen.append((step, images.shape, len(terms))) or step >= 3,
+        **kw,
+    )
     assert seen[-1] == (3, (2, 24, 32, 3), 2)
     assert [r.steps for r in stopped] == [3, 3] and stopped[0].message == "stopped by callback"
 
@@ -151,9 +160,18 @@ def test_sweep_honours_colour_preservation_like_stylize(content_image, style_ima
     """Sweeps prepare their inputs as stylize does: luminance mode gives back the content's chroma."""
     from nst_utils.images import rgb_to_yiq
 
-    (r,) = sweep(content_image, style_image, size=64, steps=4, preserve_colors="luminance", progress=False,
-                 settings=[{"beta": 1e-1}])
+    (r,) = sweep(
+        content_image,
+        style_image,
+        size=64,
+        steps=4,
+        preserve_colors="luminance",
+        progress=False,
+        settings=[{"beta": 1e-1}],
+    )
     chroma_error = np.abs(rgb_to_yiq(r.image)[..., 1:] - rgb_to_yiq(content_image)[..., 1:])
     assert chroma_error.mean() < 0.005  # only pixels clipped back into [0, 1] after recombining may differ
     (plain,) = sweep(content_image, style_image, size=64, steps=4, progress=False, settings=[{"beta": 1e-1}])
-    assert np.abs(rgb_to_yiq(plain.image)[..., 1:] - rgb_to_yiq(content_image)[..., 1:]).mean() > 2 * chroma_error.mean()
+    assert (
+        np.abs(rgb_to_yiq(plain.image)[..., 1:] - rgb_to_yiq(content_image)[..., 1:]).mean() > 2 * chroma_error.mean()
+    )

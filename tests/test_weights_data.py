@@ -113,7 +113,10 @@ def test_registry_is_package_data_and_the_only_copy():
     root = Path(__file__).resolve().parents[1]
     packaged = resources.files("nst_utils") / "registry.json"  # what a wheel or sdist install carries
     assert json.loads(packaged.read_text(encoding="utf-8")) == assets.registry()
-    copies = [p.relative_to(root) for p in root.rglob("registry.json")
-              if not any(part.startswith(".") or part in ("build", "dist") for part in p.relative_to(root).parts)]
+    copies = [
+        p.relative_to(root)
+        for p in root.rglob("registry.json")
+        if not any(part.startswith(".") or part in ("build", "dist") for part in p.relative_to(root).parts)
+    ]
     assert copies == [Path("nst_utils/registry.json")]  # one source of truth, nothing to drift
     assert '"registry.json"' in (root / "pyproject.toml").read_text()  # listed as package data

@@ -5,9 +5,9 @@ import io
 import ipywidgets as W
 import numpy as np
 import pytest
+from conftest import synthetic_image
 from PIL import Image
 
-from conftest import synthetic_image
 from nst_utils.widgets import SLIDER_FORMAT, PreviewEngine, SliderPanel, fmt, format_ratio, nearest_index, png_bytes
 
 RATIOS = (1e-1, 1e1, 1e3)  # beta/alpha for the normalised network (the engine's default)
