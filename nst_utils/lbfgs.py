@@ -3,7 +3,8 @@
 Each image of the batch has its own memory of `memory` (s, y) pairs, its own step size and its own acceptance; only
 the value-and-gradient evaluation is batched. One call of `ProjectedLBFGS.iterate(k)` runs up to k evaluations inside
 one `tf.function` (a `tf.while_loop`), so on a GPU only a few scalars per call cross to the host. All state lives in
-`tf.Variable`s: a new start, a restored checkpoint or a new k never retraces (one trace per shape and batch).
+`tf.Variable`s of free shape: a new start, a new image size or batch, a restored checkpoint or a new k never
+retraces (one trace per optimiser).
 
 Per evaluation and image: the trial point x_t = clip(x + t d, lower, upper) is evaluated; the first evaluation of a
 run fixes the image's objective scale (max |gradient| / first_step, so the first step moves no pixel by more than
@@ -79,34 +80,61 @@ class ProjectedLBFGS:
         lower: float = 0.0,
         upper: float = 1.0,
     ):
-        self.fn, self.shape, self.terms = value_and_grad, tuple(int(s) for s in shape), tuple(terms)
+        self.fn, self.terms = value_and_grad, tuple(terms)
         self.memory, self.first_step, self.lower, self.upper = (
             int(memory),
             float(first_step),
             float(lower),
             float(upper),
         )
-        b, n, m = self.shape[0], int(np.prod(self.shape[1:])), self.memory
+        rank = len(shape)
 
-        def var(shape, dtype=tf.float32) -> tf.Variable:
-            return tf.Variable(tf.zeros(shape, dtype), trainable=False)
+        def var(dims: int, dtype=tf.float32) -> tf.Variable:  # shape-free: a new size or batch reuses the trace
+            return tf.Variable(tf.zeros([0] * dims, dtype), trainable=False, shape=tf.TensorShape([None] * dims))
 
-        self.x, self.g, self.d, self.trial, self.evaluated, self.best_x = (var((b, n)) for _ in range(6))
-        self.f, self.t, self.scale, self.best_f = (var((b,)) for _ in range(4))
-        self.s_hist, self.y_hist = var((b, m, n)), var((b, m, n))
-        self.sy, self.yy = var((b, m, m)), var((b, m, m))  # s_i.y_j and y_i.y_j by slot, updated as pairs arrive
-        self.head, self.count, self.backtracks = (var((b,), tf.int32) for _ in range(3))
-        self.fresh = var((b,), tf.bool)
+        self.x, self.g, self.d, self.trial, self.evaluated, self.best_x = (var(2) for _ in range(6))  # (b, n)
+        self.f, self.t, self.scale, self.best_f = (var(1) for _ in range(4))  # (b,)
+        self.s_hist, self.y_hist = var(3), var(3)  # (b, m, n)
+        self.sy, self.yy = var(3), var(3)  # (b, m, m): s_i.y_j and y_i.y_j by slot, updated as pairs arrive
+        self.head, self.count, self.backtracks = (var(1, tf.int32) for _ in range(3))
+        self.fresh = var(1, tf.bool)
+        self.image_shape = tf.Variable(tf.zeros([rank], tf.int32), trainable=False)  # (batch, ...) of the images
+        self.resize(shape)
         self.iterate = tf.function(self._iterate, input_signature=[tf.TensorSpec([], tf.int32)])
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Return the (batch, ...) shape of the images this optimiser holds now."""
+        return tuple(int(s) for s in self.image_shape.numpy())
+
+    def _shapes(self, shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """Return each state variable's shape for images of `shape` (batch, ...)."""
+        b, n, m = int(shape[0]), int(np.prod(shape[1:])), self.memory
+        return {
+            **dict.fromkeys(("x", "g", "d", "trial", "evaluated", "best_x"), (b, n)),
+            **dict.fromkeys(("f", "t", "scale", "best_f", "head", "count", "backtracks", "fresh"), (b,)),
+            **dict.fromkeys(("s_hist", "y_hist"), (b, m, n)),
+            **dict.fromkeys(("sy", "yy"), (b, m, m)),
+        }
+
+    def resize(self, shape: Sequence[int]) -> None:
+        """Make the state hold images of `shape` (batch, ...), zeroed; the compiled loop is not traced again."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != int(self.image_shape.shape[0]):
+            raise ValueError(f"this optimiser holds images of rank {int(self.image_shape.shape[0])}, got shape {shape}")
+        self.image_shape.assign(shape)
+        for name, dims in self._shapes(shape).items():
+            v = getattr(self, name)
+            v.assign(tf.zeros(dims, v.dtype))
+
     def start(self, x0) -> None:
-        """Begin a new run at x0 (batch, ...): the memory is cleared and the next evaluation is at x0 itself."""
-        x0 = tf.reshape(tf.clip_by_value(tf.convert_to_tensor(x0, tf.float32), self.lower, self.upper), self.x.shape)
+        """Begin a new run at x0 (batch, ...) of any size: the memory is cleared, the next evaluation is at x0 itself."""
+        x0 = tf.convert_to_tensor(x0, tf.float32)
+        self.resize(x0.shape)
+        x0 = tf.reshape(tf.clip_by_value(x0, self.lower, self.upper), (x0.shape[0], -1))
         for v in (self.x, self.trial, self.evaluated, self.best_x):
             v.assign(x0)
-        for v in (self.g, self.d, self.f, self.t, self.scale, self.head, self.count, self.backtracks, self.sy, self.yy):
-            v.assign(tf.zeros_like(v))
-        self.best_f.assign(tf.fill(self.best_f.shape, math.inf))
+        self.best_f.assign(tf.fill(tf.shape(self.best_f), math.inf))
         self.fresh.assign(tf.ones_like(self.fresh))
 
     def state(self) -> list[np.ndarray]:
@@ -114,23 +142,24 @@ class ProjectedLBFGS:
         return [getattr(self, name).numpy() for name in self.STATE]
 
     def restore(self, arrays: Sequence[np.ndarray]) -> bool:
-        """Load a state from `state()`; return False (nothing changed) if it does not fit this optimiser."""
-        variables = [getattr(self, name) for name in self.STATE]
-        if len(arrays) != len(variables) or any(
-            tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(arrays, variables)
+        """Load a state from `state()`; return False (nothing changed) if it does not fit this optimiser's images."""
+        shapes = self._shapes(self.shape)
+        if len(arrays) != len(self.STATE) or any(
+            tuple(np.shape(a)) != shapes[name] for name, a in zip(self.STATE, arrays)
         ):
             return False
-        for v, a in zip(variables, arrays):
+        for name, a in zip(self.STATE, arrays):
+            v = getattr(self, name)
             v.assign(tf.convert_to_tensor(a, v.dtype))
         return True
 
     def best(self) -> np.ndarray:
         """Return each image's best evaluated point so far, shape (batch, ...)."""
-        return tf.reshape(self.best_x, self.shape).numpy()
+        return self.best_x.numpy().reshape(self.shape)
 
     def last(self) -> np.ndarray:
         """Return the point of the latest evaluation, shape (batch, ...)."""
-        return tf.reshape(self.evaluated, self.shape).numpy()
+        return self.evaluated.numpy().reshape(self.shape)
 
     def _free(self, x: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
         """Return the mask of variables not held at a bound (held: at a bound with the gradient pointing outward)."""
@@ -164,7 +193,7 @@ class ProjectedLBFGS:
         sy_new = tf.gather(tf.linalg.diag_part(sy), newest, batch_dims=1)[:, 0]
         yy_new = tf.gather(tf.linalg.diag_part(yy), newest, batch_dims=1)[:, 0]
         gamma = tf.where(count > 0, sy_new / tf.maximum(yy_new, 1e-30), 1.0)
-        eye = tf.eye(m, batch_shape=[self.shape[0]])
+        eye = tf.eye(m, batch_shape=tf.shape(x)[:1])
         r = tf.linalg.band_part(sy, 0, -1) + eye * (1.0 - tf.cast(used, tf.float32))[:, None, :]
         u = tf.linalg.triangular_solve(r, sq[..., None], lower=False)
         rhs = tf.linalg.diag_part(sy)[..., None] * u + gamma[:, None, None] * (yy @ u - yq[..., None])
@@ -179,7 +208,7 @@ class ProjectedLBFGS:
 
     def _remember(self, s: tf.Tensor, y: tf.Tensor, store: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
         """Write (s, y) into slot `head` of the images that store a pair, update their S'Y and Y'Y; return True."""
-        b, m = self.shape[0], self.memory
+        b, m = tf.shape(s)[0], self.memory
         at = tf.stack([tf.range(b), head], axis=1)
         for hist, new in ((self.s_hist, s), (self.y_hist, y)):
             hist.scatter_nd_update(at, tf.where(store[:, None], new, tf.gather_nd(hist, at)))
@@ -195,9 +224,9 @@ class ProjectedLBFGS:
 
     def _step(self) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Evaluate every image's trial point and advance its line search; return (its terms, all finite?)."""
-        b, m = self.shape[0], self.memory
+        b, m = tf.shape(self.trial)[0], self.memory
         xt = tf.identity(self.trial)
-        terms, grad = self.fn(tf.reshape(xt, self.shape))
+        terms, grad = self.fn(tf.reshape(xt, self.image_shape))
         raw_f = tf.convert_to_tensor(terms["total"], tf.float32)
         raw_g = tf.reshape(tf.convert_to_tensor(grad, tf.float32), (b, -1))
         finite = tf.math.is_finite(raw_f) & tf.reduce_all(tf.math.is_finite(raw_g), axis=1)

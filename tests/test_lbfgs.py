@@ -156,3 +156,28 @@ def test_save_every_sees_its_steps_with_long_calls(monkeypatch, tmp_path, conten
     out = tmp_path / "o.png"
     r = stylize(content_image, style_image, size=32, steps=7, output=out, save_every=3, progress=False)
     assert r.steps == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o_0003.png", "o_0006.png"]
+
+
+def bowl(x):
+    """Return a separable value_and_grad for images of any (batch, ...) shape: f_i = 500 sum_k a_k (x_ik - 0.3)^2."""
+    flat = tf.reshape(x, (tf.shape(x)[0], -1))
+    a = tf.linspace(1.0, 100.0, tf.shape(flat)[1])  # curvature 1 to 100 along the pixels
+    r = flat - 0.3
+    return {"total": 500.0 * tf.reduce_sum(a * r * r, axis=1)}, tf.reshape(1e3 * a * r, tf.shape(x))
+
+
+def test_one_trace_serves_every_image_size_and_batch():
+    rng = np.random.default_rng(3)
+    kept = ProjectedLBFGS(bowl, (1, 8, 6, 3), memory=5)
+    for shape in [(1, 8, 6, 3), (1, 20, 16, 3), (3, 8, 6, 3), (1, 8, 6, 3)]:
+        x0 = rng.uniform(size=shape).astype(np.float32)
+        fresh = ProjectedLBFGS(bowl, shape, memory=5)  # the reference: an optimiser made for this shape
+        for opt in (kept, fresh):
+            opt.start(x0)
+            for _ in range(6):
+                opt.iterate(tf.constant(5))
+        assert kept.best().shape == shape and kept.last().shape == shape
+        np.testing.assert_allclose(kept.best(), fresh.best(), rtol=1e-6, atol=1e-7)  # the same run, whatever came before
+        np.testing.assert_allclose(kept.best(), 0.3, atol=0.05)
+        assert fresh.restore(kept.state()) and not ProjectedLBFGS(bowl, (2,) + shape[1:]).restore(kept.state())
+    assert kept.iterate.experimental_get_tracing_count() == 1
