@@ -55,7 +55,12 @@ def _positive_float(text: str) -> float:
     return v
 
 
-KINDS = {"positive_int": _positive_int, "weight": _weight, "positive_float": _positive_float}  # config.option kinds
+def _scale(text: str) -> int | None:
+    """Return `text` as a long side in px > 0, or None for "none" (single scale) (argparse type of --scales)."""
+    return None if text.strip().lower() == "none" else _positive_int(text)
+
+
+KINDS = {"positive_int": _positive_int, "weight": _weight, "positive_float": _positive_float, "scale": _scale}
 TYPES = {"int": int, "float": float, "str": str}
 SWEEP_DEFAULTS = {"size": 256, "steps": 100, "normalize_vgg": True}  # where `nst sweep` starts instead
 

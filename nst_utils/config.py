@@ -202,8 +202,23 @@ class StyleConfig:
             group="controls",
         ),
     )
-    scales: tuple[int, ...] = ()  # coarse-to-fine: long sides optimised first (ascending, each < size); () is off
-    scale_steps: int = 50  # L-BFGS evaluations at each coarse scale
+    scales: tuple[int, ...] = field(
+        default=(),
+        metadata=option(
+            "coarse-to-fine: optimise first at these long sides in px (ascending, each below --size), --scale-steps "
+            "L-BFGS evaluations each, then --steps at --size; a bolder look with larger strokes; none: single scale "
+            "(default)",
+            kind="scale",
+            metavar="PX",
+            group="controls",
+            sweep=False,
+        ),
+    )
+    scale_steps: int = field(
+        default=50,
+        metadata=option("L-BFGS evaluations at each coarse scale of --scales", kind="positive_int", group="controls",
+                        sweep=False),
+    )
     precision: str = field(
         default="auto",
         metadata=option(
@@ -277,6 +292,10 @@ class StyleConfig:
     def _check_scales(self) -> None:
         """Validate the coarse-to-fine schedule: ascending long sides from 16 px up to below `size`."""
         sc = tuple(self.scales or ())
+        if sc in ((None,), ("none",)):  # `--scales none`: single scale
+            sc = ()
+        if None in sc or "none" in sc:
+            raise NSTError(f"scales: none means single scale and stands alone, got {self.scales!r}")
         if any(not isinstance(x, int) or isinstance(x, bool) for x in sc):
             raise NSTError(f"scales must be whole numbers of px, got {self.scales!r}")
         if sc and (list(sc) != sorted(set(sc)) or sc[0] < 16 or sc[-1] >= self.size):

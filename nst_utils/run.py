@@ -25,6 +25,7 @@ from .images import gray, resize
 from .inputs import Inputs, prepare_inputs
 from .memory import check_source
 from .objective import Objective, build_objective, initial_image
+from .lbfgs import ProjectedLBFGS
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .outputs import WriteError, save_image
 from .tracking import Callback, Tracker
@@ -59,6 +60,7 @@ class Plan:
     objective: Objective
     x0: np.ndarray
     ckpt: ckpt_mod.Checkpoint | None = None
+    lbfgs: ProjectedLBFGS | None = None  # the L-BFGS coarse-to-fine ran (traced once), which the run goes on with
 
 
 def stylize(
@@ -150,9 +152,12 @@ def plan(
         x0 = initial_image(config, content_img, style_imgs[0])
     if x0.shape != content_img.shape:
         x0 = resize(np.clip(x0, 0, 1), content_img.shape[:2])
+    lbfgs = None
     if config.scales and not ckpt and inputs.mask is None:  # coarse-to-fine start (config.scales; off by default)
-        x0 = coarse_to_fine(config, content_img, style_imgs, x0, inputs.blend, weights)
-    return Plan(config, inputs, objective, x0, ckpt)
+        lbfgs = new_lbfgs(objective.value_and_grad, (1,) + content_img.shape)  # one trace for every scale and the run
+        x0 = coarse_to_fine(config, content_img, style_imgs, x0, inputs.blend, weights, objective=objective,
+                            lbfgs=lbfgs)
+    return Plan(config, inputs, objective, x0, ckpt, lbfgs if config.optimizer == "lbfgs" else None)
 
 
 def run(
@@ -173,7 +178,7 @@ def run(
     config, inputs, ckpt = p.config, p.inputs, p.ckpt
     h, w = inputs.content.shape[:2]
     state = ckpt.optimizer_state if ckpt else None
-    lbfgs = new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape) if config.optimizer == "lbfgs" else None
+    lbfgs = (p.lbfgs or new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape)) if config.optimizer == "lbfgs" else None
     adam = (
         Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state)
         if config.optimizer == "adam"
@@ -264,12 +269,15 @@ def coarse_to_fine(
     weights: str | os.PathLike | None = None,
     objective=None,
     history: list | None = None,
+    lbfgs: ProjectedLBFGS | None = None,
 ) -> np.ndarray:
     """Return a full-size start image after L-BFGS at each of `config.scales` (coarse to fine) from `x0`.
 
     Content and styles are shrunk by the same factor at each scale (the style's scale relative to the image is
-    kept). `objective`: the caller's coarse Objective for `config` (its targets are reset at each scale), else one
-    is built at the first scale; `history` collects (scale, best loss) pairs.
+    kept). `objective`: the caller's Objective for `config` (its targets are set at each scale and put back to the
+    full-size images at the end), else one is built at the first scale; `lbfgs`: the caller's ProjectedLBFGS for
+    it, else one is made; both are shape-free, so every scale runs the same traced functions. `history` collects
+    (scale, best loss) pairs.
     """
     x = x0
     for side in config.scales:
@@ -282,15 +290,19 @@ def coarse_to_fine(
         else:
             objective.set_content(c[None])
             objective.set_style([img[None] for img in s], blend)
+        lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + c.shape)
         start = resize(np.clip(x, 0.0, 1.0), hw) if x.shape[:2] != hw else x
         if x is not x0:
             start = with_detail(x, c)
         tracker = Tracker(config.scale_steps, None, False, f"lbfgs {hw[1]}x{hw[0]}")  # the same L-BFGS as stylize
-        run_lbfgs(objective, start.astype(np.float32), config.scale_steps, tracker)
+        run_lbfgs(objective, start.astype(np.float32), config.scale_steps, tracker, lbfgs=lbfgs)
         tracker.close()
         x = tracker.best_image if tracker.best_image is not None else start
         if history is not None:
             history.append((side, tracker.best_loss))
+    if config.scales:  # the objective's targets back at full size, for the run that follows
+        objective.set_content(content[None])
+        objective.set_style([img[None] for img in styles], blend)
     return with_detail(x, content) if x is not x0 else x0
 
 
