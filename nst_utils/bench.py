@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 
@@ -158,6 +159,17 @@ class Clock:
         over_time = self.budget_s is not None and self.points[-1][0] >= self.budget_s
         return over_time or (self.max_evals is not None and step >= self.max_evals)
 
+    def fixed_seconds(self, setup_s: float) -> float | None:
+        """Return the run's fixed cost: its first evaluation (after `setup_s` of setup) minus a steady one, or None.
+
+        A steady evaluation is the mean over the evaluations after the first two calls (the first traces, the
+        second measures), so what is left is tracing and compiling (for lbfgs: `iterate` and its loop).
+        """
+        if len(self.steps) < 3 or self.steps[-1] <= self.steps[1]:
+            return None
+        steady = (self.points[-1][0] - self.points[1][0]) / (self.steps[-1] - self.steps[1])
+        return self.points[0][0] - setup_s - steady * self.steps[0]
+
     def seconds_at(self, step: int) -> float:
         """Return the time of evaluation `step` (1-based), interpolated between the calls around it."""
         i = next(i for i, s in enumerate(self.steps) if s >= step)
@@ -267,8 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     def full(img: np.ndarray) -> float:
         return float(tf.reduce_sum(check.loss_terms(tf.constant(img[None], tf.float32))["total"]))
 
+    def cpu_seconds() -> tuple[float, float]:
+        """Return this process's (user, system) CPU seconds so far: system time is the allocator's page-fault churn."""
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime, u.ru_stime
+
     base_clock = Clock(name="tutorial", every=args.every)
+    cpu0 = cpu_seconds()
     base = stylize(args.content, args.style, base_cfg, callback=base_clock, progress=False)
+    cpu = [b - a for a, b in zip(cpu0, cpu_seconds())]
     base_s = base_clock.points[-1][0]
     base_final = base.best_loss
     print(
@@ -288,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds_to_target=base_s,
             host_ms_per_eval=optimizer_ms_per_eval("adam", inputs.content.shape),
             final_objective=full(base.image),
+            fixed_s=base_clock.fixed_seconds(base.timings["setup_s"]),
+            user_s=cpu[0],
+            sys_s=cpu[1],
         )
     ]
     images = {"adam": base.image}
@@ -300,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             verify=full if precision != "float32" else None,
             target=base_final,
         )
+        cpu0 = cpu_seconds()
         r = stylize(args.content, args.style, cfg, callback=clock, progress=False)
+        cpu = [b - a for a, b in zip(cpu0, cpu_seconds())]
         images[name] = r.image
         hist = r.history["total"]
         rows.append(
@@ -314,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                 seconds_to_target=clock.first_time_at_or_below(base_final, hist),
                 host_ms_per_eval=optimizer_ms_per_eval(name, inputs.content.shape),
                 final_objective=full(r.image),
+                fixed_s=clock.fixed_seconds(r.timings["setup_s"]),
+                user_s=cpu[0],
+                sys_s=cpu[1],
             )
         )
         row = rows[-1]
@@ -328,16 +355,27 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        "| run | size | evals to tutorial's objective | s to it | evals | wall s | objective (float32) | host ms/eval |"
+        "| run | size | evals to tutorial's objective | s to it | evals | wall s | objective (float32) | host ms/eval "
+        "| fixed s | user s | sys s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         reach = "not reached" if row["evals_to_target"] is None else f"{row['evals_to_target']}"
         secs = "-" if row["seconds_to_target"] is None else f"{row['seconds_to_target']:.1f}"
+        fixed = "-" if row["fixed_s"] is None else f"{row['fixed_s']:.1f}"
         print(
             f"| {LABELS[row['optimizer']]}, {row['run']} | {w}x{h} | {reach} | {secs} | {row['evals']} | "
-            f"{row['seconds']:.1f} | {row['final_objective']:.4g} | {row['host_ms_per_eval']:.1f} |"
+            f"{row['seconds']:.1f} | {row['final_objective']:.4g} | {row['host_ms_per_eval']:.1f} | {fixed} | "
+            f"{row['user_s']:.1f} | {row['sys_s']:.1f} |"
         )
+    print(
+        "fixed cost (first evaluation minus a steady one, after setup): "
+        + ", ".join(f"{row['optimizer']} {row['fixed_s']:.1f} s" for row in rows if row["fixed_s"] is not None)
+    )
+    print(
+        "CPU seconds, user / system (system: page faults and zeroing): "
+        + ", ".join(f"{row['optimizer']} {row['user_s']:.1f} / {row['sys_s']:.1f}" for row in rows)
+    )
     print()
     print(f"baseline time {base_s:.1f} s, final objective {base_final:.4g}")
     for row in rows[1:]:

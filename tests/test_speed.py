@@ -88,6 +88,14 @@ def test_bench_quick_runs_end_to_end(capsys):
         assert r["final_objective"] > 0 and (r["evals_to_target"] is None) == (r["seconds_to_target"] is None)
         assert np.isfinite(r["host_ms_per_eval"]) and r["host_ms_per_eval"] >= 0
     assert runs[0]["evals_to_target"] <= 4
+    # the fixed cost (first evaluation minus a steady one) and the CPU split are printed per optimiser
+    fixed = next(line for line in out if line.startswith("fixed cost"))
+    cpu = next(line for line in out if line.startswith("CPU seconds"))
+    for r in runs:
+        assert r["user_s"] > 0 and r["sys_s"] >= 0 and f"{r['optimizer']} {r['user_s']:.1f} / " in cpu
+        if r["fixed_s"] is not None:
+            assert f"{r['optimizer']} {r['fixed_s']:.1f} s" in fixed
+    assert runs[0]["fixed_s"] is not None  # 4 Adam steps: enough to measure a steady one
 
 
 def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, style_image):
