@@ -13,6 +13,13 @@ from .quiet import import_tensorflow
 
 if not os.environ.get("NST_DEBUG"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's informational C++ lines, whoever imports it first
+# TensorFlow's pooling (BFC) allocator on the CPU: without it, where oneDNN's allocator is off, every large activation
+# buffer goes back to the OS after each step and is page-faulted in again on the next. TensorFlow reads this when it
+# makes its CPU allocator, at the first operation, so it also holds if TensorFlow was imported before this package.
+# A value the user set wins (host.cpu_allocator says which is in use; `nst info` prints it).
+ALLOCATOR_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
+ALLOCATOR_SET_BY_US = ALLOCATOR_ENV not in os.environ
+os.environ.setdefault(ALLOCATOR_ENV, "true")
 
 _HOME = {  # public name -> the module it lives in
     "CONTENT_LAYERS": "config", "SEED_STYLE_LAYERS": "config", "STYLE_LAYERS": "config", "StyleConfig": "config",
