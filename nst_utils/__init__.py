@@ -13,6 +13,13 @@ from .host import import_tensorflow
 
 if not os.environ.get("NST_DEBUG"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's informational C++ lines, whoever imports it first
+# TensorFlow's pooling (BFC) allocator on the CPU: without it, where oneDNN's allocator is off, every large activation
+# buffer goes back to the OS after each step and is page-faulted in again on the next. TensorFlow reads this when it
+# makes its CPU allocator, at the first operation, so it also holds if TensorFlow was imported before this package.
+# A value the user set wins (`nst info` says which allocator is in use: cli.cpu_allocator).
+ALLOCATOR_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
+ALLOCATOR_SET_BY_US = ALLOCATOR_ENV not in os.environ
+os.environ.setdefault(ALLOCATOR_ENV, "true")
 
 _HOME = {  # public name -> the module it lives in
     "CONTENT_LAYERS": "config",

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import assets
+from . import ALLOCATOR_ENV, ALLOCATOR_SET_BY_US, assets
 from .checkpoint import checkpoint_path
 from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
 from .host import import_tensorflow, peak_memory_mb
@@ -428,10 +428,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .model import describe_devices, resolve_precision  # TensorFlow: only once the command runs
 
     print(f"{describe_devices()}; Python {sys.version.split()[0]}")
+    print(f"CPU allocator: {cpu_allocator()}")
     print(
         f"precision auto -> {resolve_precision('auto')} (bfloat16 where a probe convolution runs >= 1.3x faster in it)"
     )
     return 0
+
+
+def cpu_allocator() -> str:
+    """Return which CPU allocator TensorFlow uses in this process and who chose it, in words."""
+    value = os.environ.get(ALLOCATOR_ENV, "")
+    pooled = value.strip().lower() in ("1", "true")
+    what = (
+        "TensorFlow's pooling BFC allocator"
+        if pooled
+        else "TensorFlow's default (oneDNN's pool where oneDNN is on, else malloc: big buffers go back to the OS)"
+    )
+    who = "nst_utils' default" if ALLOCATOR_SET_BY_US else "your setting"
+    return f"{what} ({ALLOCATOR_ENV}={value}, {who})"
 
 
 class Interrupts:

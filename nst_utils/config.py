@@ -216,8 +216,9 @@ class StyleConfig:
     )
     scale_steps: int = field(
         default=50,
-        metadata=option("L-BFGS evaluations at each coarse scale of --scales", kind="positive_int", group="controls",
-                        sweep=False),
+        metadata=option(
+            "L-BFGS evaluations at each coarse scale of --scales", kind="positive_int", group="controls", sweep=False
+        ),
     )
     precision: str = field(
         default="auto",

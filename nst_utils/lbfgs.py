@@ -128,7 +128,7 @@ class ProjectedLBFGS:
             v.assign(tf.zeros(dims, v.dtype))
 
     def start(self, x0) -> None:
-        """Begin a new run at x0 (batch, ...) of any size: the memory is cleared, the next evaluation is at x0 itself."""
+        """Begin a run at x0 (batch, ...) of any size: the memory is cleared, the next evaluation is at x0 itself."""
         x0 = tf.convert_to_tensor(x0, tf.float32)
         self.resize(x0.shape)
         x0 = tf.reshape(tf.clip_by_value(x0, self.lower, self.upper), (x0.shape[0], -1))

@@ -23,9 +23,9 @@ from . import outputs
 from .config import NSTError, StyleConfig
 from .images import gray, resize
 from .inputs import Inputs, prepare_inputs
+from .lbfgs import ProjectedLBFGS
 from .memory import check_source
 from .objective import Objective, build_objective, initial_image
-from .lbfgs import ProjectedLBFGS
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .outputs import WriteError, save_image
 from .tracking import Callback, Tracker
@@ -155,8 +155,9 @@ def plan(
     lbfgs = None
     if config.scales and not ckpt and inputs.mask is None:  # coarse-to-fine start (config.scales; off by default)
         lbfgs = new_lbfgs(objective.value_and_grad, (1,) + content_img.shape)  # one trace for every scale and the run
-        x0 = coarse_to_fine(config, content_img, style_imgs, x0, inputs.blend, weights, objective=objective,
-                            lbfgs=lbfgs)
+        x0 = coarse_to_fine(
+            config, content_img, style_imgs, x0, inputs.blend, weights, objective=objective, lbfgs=lbfgs
+        )
     return Plan(config, inputs, objective, x0, ckpt, lbfgs if config.optimizer == "lbfgs" else None)
 
 
@@ -178,7 +179,9 @@ def run(
     config, inputs, ckpt = p.config, p.inputs, p.ckpt
     h, w = inputs.content.shape[:2]
     state = ckpt.optimizer_state if ckpt else None
-    lbfgs = (p.lbfgs or new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape)) if config.optimizer == "lbfgs" else None
+    lbfgs = (
+        (p.lbfgs or new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape)) if config.optimizer == "lbfgs" else None
+    )
     adam = (
         Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state)
         if config.optimizer == "adam"

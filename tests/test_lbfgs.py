@@ -177,7 +177,9 @@ def test_one_trace_serves_every_image_size_and_batch():
             for _ in range(6):
                 opt.iterate(tf.constant(5))
         assert kept.best().shape == shape and kept.last().shape == shape
-        np.testing.assert_allclose(kept.best(), fresh.best(), rtol=1e-6, atol=1e-7)  # the same run, whatever came before
+        np.testing.assert_allclose(
+            kept.best(), fresh.best(), rtol=1e-6, atol=1e-7
+        )  # the same run, whatever came before
         np.testing.assert_allclose(kept.best(), 0.3, atol=0.05)
         assert fresh.restore(kept.state()) and not ProjectedLBFGS(bowl, (2,) + shape[1:]).restore(kept.state())
     assert kept.iterate.experimental_get_tracing_count() == 1

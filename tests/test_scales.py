@@ -60,8 +60,17 @@ def test_resume_refuses_a_changed_schedule(tmp_path, content_image, style_image)
             raise KeyboardInterrupt
 
     ckpt = tmp_path / "c.ckpt.npz"
-    r = stylize(content_image, style_image, size=48, steps=8, scales=(24,), scale_steps=3, progress=False,
-                callback=stop_at_2, checkpoint=ckpt)
+    r = stylize(
+        content_image,
+        style_image,
+        size=48,
+        steps=8,
+        scales=(24,),
+        scale_steps=3,
+        progress=False,
+        callback=stop_at_2,
+        checkpoint=ckpt,
+    )
     assert r.interrupted and ckpt.is_file()
     with pytest.raises(NSTError, match="cannot change scales"):
         stylize(resume=ckpt, scales=(32,), progress=False)
