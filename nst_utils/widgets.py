@@ -188,25 +188,29 @@ class PreviewEngine:
         terms = self.objective.loss_terms((self.current if image is None else image)[None])
         return float(terms["total"][0])
 
-    def scale_check(self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None) -> dict:
+    def scale_check(self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None,
+                    tv: float | None = None) -> dict:
         """Run the same refinement with (alpha, beta, tv), (k alpha, k beta, tv) and (k alpha, k beta, k tv).
+
+        `tv` defaults to the current TV weight; the engine's weights are unchanged afterwards.
 
         Returns the three images and the max and mean pixel differences from the first: scaling all three
         weights changes nothing (L-BFGS is invariant to scaling the objective); scaling alpha and
         beta alone changes the image only through the relatively weaker TV term.
         """
         start = self.content if start is None else start
-        a, b, t = self.alpha, self.beta, self.tv
+        a, b = self.alpha, self.beta
+        t = self.tv if tv is None else float(tv)
         out = {}
         for key, (aa, bb, tt) in {"base": (a, b, t), "ab_scaled": (k * a, k * b, t),
                                   "all_scaled": (k * a, k * b, k * t)}.items():
             self.objective.set_weights(alpha=aa, beta=bb, tv=tt)
             out[key] = self.refine(start, steps, seconds=None)
-        self.objective.set_weights(alpha=a, beta=b, tv=t)
+        self.objective.set_weights(alpha=a, beta=b, tv=self.tv)
         for key in ("ab_scaled", "all_scaled"):  # float rounding drifts over the evaluations: a few pixels more than most
             out[f"diff_{key}"] = float(np.abs(out[key] - out["base"]).max())
             out[f"mean_diff_{key}"] = float(np.abs(out[key] - out["base"]).mean())
-        out["k"] = k
+        out["k"], out["tv"] = k, t
         return out
 
 

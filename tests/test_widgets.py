@@ -73,8 +73,8 @@ def test_only_the_ratio_matters(engine):
     engine.jump(engine.alpha, engine.beta, 0.0)  # the default: no TV term, so alpha and beta set the whole scale
     check = engine.scale_check(10.0, steps=4)
     assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] < 1 / 255
-    engine.jump(engine.alpha, engine.beta, 10.0)  # a strong TV term: scaling alpha, beta alone now changes the picture
-    check = engine.scale_check(10.0, steps=4)
+    check = engine.scale_check(10.0, steps=4, tv=10.0)  # a strong TV term: scaling alpha, beta alone changes the picture
+    assert engine.tv == 0.0 and check["tv"] == 10.0  # the engine's own weights are left as they were
     assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] > 1e-3
     # float rounding moves a few pixels of the all-scaled run; on average TV's relative change moves far more
     assert check["mean_diff_ab_scaled"] > 10 * check["mean_diff_all_scaled"]
