@@ -1,4 +1,4 @@
-"""Sliders for alpha, beta and the TV weight driving a live preview (notebook 06).
+"""Sliders for alpha, beta and the TV weight driving a live preview (notebook 07).
 
 The logic lives in `PreviewEngine`, plain Python that tests call without a browser:
 
@@ -11,9 +11,10 @@ The logic lives in `PreviewEngine`, plain Python that tests call without a brows
 3. `scale_check(k)` shows that only the ratio matters: alpha and beta multiplied by k give
    (almost) the same image; the small difference is the TV term, which was not scaled.
 
-`SliderPanel` wraps the engine in ipywidgets (FloatLogSliders with continuous_update=False,
-an Image preview, a ratio read-out and two buttons that scale alpha and beta together). A
-release updates the read-out, a "refining..." status and the nearest precomputed image at
+`SliderPanel` wraps the engine in ipywidgets (alpha and beta FloatLogSliders and a TV slider
+whose first stop is 0, all with continuous_update=False; the preview shown large above them,
+scaled smoothly by the browser; a ratio read-out and two buttons that scale alpha and beta
+together). A release updates the read-out, a "refining..." status and the nearest precomputed image at
 once, in the kernel's message handler; the refinement runs in a background thread that a
 newer release cancels, so quick key presses never queue up behind each other.
 """
@@ -59,15 +60,31 @@ SLIDER_FORMAT = ".1e"  # d3-format of the sliders' read-outs; `fmt` writes numbe
 
 
 def fmt(x: float) -> str:
-    """Return x as the sliders show it (d3's ".1e": one decimal, exponent without padding, e.g. 3.2e+1)."""
+    """Return x as the sliders show it (d3's ".1e": one decimal, exponent without padding, e.g. 3.2e+1; 0 as "0")."""
+    if x == 0:
+        return "0"
     mantissa, exponent = f"{x:.1e}".split("e")
     return f"{mantissa}e{int(exponent):+d}"
 
 
+def tv_stops(tv: float, decades: int = 2, per_decade: int = 4) -> list[float]:
+    """Return the TV slider's values: 0, then log-spaced stops `decades` either side of `tv` (1e-6 ... 1 if tv is 0)."""
+    lo, hi = (math.floor(math.log10(tv)) - decades, math.floor(math.log10(tv)) + decades) if tv > 0 else (-6, 0)
+    stops = {round(10.0 ** (k / per_decade), 12) for k in range(lo * per_decade, hi * per_decade + 1)}
+    return [0.0] + sorted(stops | ({float(tv)} if tv > 0 else set()))
+
+
+def nearest_stop(stops: Sequence[float], value: float) -> int:
+    """Return the index of the stop nearest to `value` (0 is the stop of values <= 0; the others on a log scale)."""
+    if value <= 0 or len(stops) == 1:
+        return 0
+    return 1 + nearest_index(stops[1:], value)
+
+
 def format_ratio(alpha: float, beta: float, tv: float, paper: float | None = None) -> str:
-    """Return the read-out shown under the sliders (and the paper's alpha/beta if given)."""
+    """Return the read-out shown under the sliders (and the paper's beta/alpha, `paper`, if given)."""
     text = f"alpha = {fmt(alpha)}   beta = {fmt(beta)}   TV = {fmt(tv)}   ->   beta/alpha = {fmt(beta / alpha)}"
-    return text + (f"   (the paper's alpha/beta: {fmt(paper)})" if paper is not None else "")
+    return text + (f"   (the paper's beta/alpha: {fmt(paper)})" if paper is not None else "")
 
 
 class PreviewEngine:
@@ -98,9 +115,9 @@ class PreviewEngine:
         return self.beta / self.alpha
 
     def paper_ratio(self, alpha: float | None = None, beta: float | None = None) -> float:
-        """Return the paper's alpha/beta equivalent to (alpha, beta) (default the current weights) at preview size."""
-        return paper_alpha_over_beta(self.alpha if alpha is None else alpha, self.beta if beta is None else beta,
-                                     self.content.shape[:2], self.config.content_layers[0])
+        """Return the paper's beta/alpha equivalent to (alpha, beta) (default the current weights) at preview size."""
+        return 1.0 / paper_alpha_over_beta(self.alpha if alpha is None else alpha, self.beta if beta is None else beta,
+                                           self.content.shape[:2], self.config.content_layers[0])
 
     def precompute(self, steps: int = 30, progress: bool = False) -> list[np.ndarray]:
         """Run one batched sweep over `ratios` (alpha fixed, TV as configured) and keep its images."""
@@ -172,31 +189,37 @@ class PreviewEngine:
         terms = self.objective.loss_terms((self.current if image is None else image)[None])
         return float(terms["total"][0])
 
-    def scale_check(self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None) -> dict:
+    def scale_check(self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None,
+                    tv: float | None = None) -> dict:
         """Run the same refinement with (alpha, beta, tv), (k alpha, k beta, tv) and (k alpha, k beta, k tv).
 
-        Returns the three images and the max pixel differences from the first: scaling all three
+        `tv` defaults to the current TV weight; the engine's weights are unchanged afterwards.
+
+        Returns the three images and the max and mean pixel differences from the first: scaling all three
         weights changes nothing (L-BFGS is invariant to scaling the objective); scaling alpha and
         beta alone changes the image only through the relatively weaker TV term.
         """
         start = self.content if start is None else start
-        a, b, t = self.alpha, self.beta, self.tv
+        a, b = self.alpha, self.beta
+        t = self.tv if tv is None else float(tv)
         out = {}
         for key, (aa, bb, tt) in {"base": (a, b, t), "ab_scaled": (k * a, k * b, t),
                                   "all_scaled": (k * a, k * b, k * t)}.items():
             self.objective.set_weights(alpha=aa, beta=bb, tv=tt)
             out[key] = self.refine(start, steps, seconds=None)
-        self.objective.set_weights(alpha=a, beta=b, tv=t)
-        out["diff_ab_scaled"] = float(np.abs(out["ab_scaled"] - out["base"]).max())
-        out["diff_all_scaled"] = float(np.abs(out["all_scaled"] - out["base"]).max())
-        out["k"] = k
+        self.objective.set_weights(alpha=a, beta=b, tv=self.tv)
+        for key in ("ab_scaled", "all_scaled"):  # float rounding drifts over the evaluations: a few pixels more than most
+            out[f"diff_{key}"] = float(np.abs(out[key] - out["base"]).max())
+            out[f"mean_diff_{key}"] = float(np.abs(out[key] - out["base"]).mean())
+        out["k"], out["tv"] = k, t
         return out
 
 
 class SliderPanel:
-    """ipywidgets front end: alpha, beta and TV FloatLogSliders, a ratio read-out, a status line and the preview."""
+    """ipywidgets front end: the preview, alpha and beta log sliders, a TV slider from 0, a ratio read-out and a status line."""
 
-    def __init__(self, engine: PreviewEngine, decades: float = 0.5):
+    def __init__(self, engine: PreviewEngine, decades: float = 0.5, box: tuple[int, int] = (640, 480)):
+        """Build the widgets; the preview is shown as large as fits `box` (width, height in px), aspect kept."""
         import ipywidgets as W
 
         self.engine = engine
@@ -206,13 +229,16 @@ class SliderPanel:
         a = round(math.log10(engine.alpha))  # the beta slider spans the presets' ratios (+- `decades`) at this alpha
         self.alpha = W.FloatLogSlider(value=engine.alpha, min=a - 2, max=a + 2, description="alpha", **slider)
         self.beta = W.FloatLogSlider(value=engine.beta, min=a + lo, max=a + hi, description="beta", **slider)
-        t = (math.floor(math.log10(engine.tv)) - 2, math.floor(math.log10(engine.tv)) + 2) if engine.tv > 0 else (-6, 0)
-        self.tv = W.FloatLogSlider(value=max(engine.tv, 10.0 ** t[0]), min=t[0], max=t[1], description="TV", **slider)
+        stops = tv_stops(engine.tv)  # the first stop is 0, which a log slider cannot show
+        self.tv = W.SelectionSlider(options=[(fmt(v), v) for v in stops], index=nearest_stop(stops, engine.tv),
+                                    description="TV", continuous_update=False, style=slider["style"],
+                                    layout=slider["layout"])
         self.readout = W.HTML(value=self._readout())
         self.status = W.HTML(value="")
         h, w = engine.current.shape[:2]
+        zoom = min(box[0] / w, box[1] / h)  # shown large; the browser scales the small PNG smoothly (bilinear)
         self.preview = W.Image(value=png_bytes(engine.current), format="png",
-                               layout=W.Layout(width=f"{w}px", height=f"{h}px"))  # its computed size: never stretched
+                               layout=W.Layout(width=f"{round(w * zoom)}px", height=f"{round(h * zoom)}px"))
         self.up = W.Button(description="alpha, beta x10", tooltip="scale alpha and beta together: same ratio")
         self.down = W.Button(description="alpha, beta /10", tooltip="scale alpha and beta together: same ratio")
         self.up.on_click(lambda _: self.scale(10.0))
@@ -224,8 +250,8 @@ class SliderPanel:
         self.timings: dict[str, float] = {}
         for s in (self.alpha, self.beta, self.tv):
             s.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HBox([W.VBox([self.alpha, self.beta, self.tv, W.HBox([self.up, self.down])]),
-                                      self.preview]), self.readout, self.status])
+        self.widget = W.VBox([self.preview, self.alpha, self.beta, self.tv, W.HBox([self.up, self.down]),
+                              self.readout, self.status])
 
     def _readout(self) -> str:
         """Return the read-out HTML for the sliders' current values."""
@@ -289,9 +315,11 @@ class SliderPanel:
         """Move several sliders at once, updating the preview once."""
         self._busy = True
         try:
-            for s, v in ((self.alpha, alpha), (self.beta, beta), (self.tv, tv)):
+            for s, v in ((self.alpha, alpha), (self.beta, beta)):
                 if v is not None:
                     s.value = v
+            if tv is not None:  # the TV slider has fixed stops: take the nearest
+                self.tv.index = nearest_stop([v for _, v in self.tv.options], tv)
         finally:
             self._busy = False
         self._on_change()

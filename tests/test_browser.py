@@ -1,4 +1,4 @@
-"""End to end in a real browser: JupyterLab runs notebook 06, a dragged slider changes the preview.
+"""End to end in a real browser: JupyterLab runs notebook 07, the preview is large, a dragged slider changes it.
 
 Needs Debian's `chromium` (/usr/bin/chromium; `.ci/run` installs it) and the `playwright`
 Python package (the `browser` extra); Playwright's own browser download is never used.
@@ -19,10 +19,9 @@ import nbformat
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06_tune_alpha_beta.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_tune_alpha_beta.ipynb"
 TOKEN = "nst-browser-test-token"
-TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3,
-            OUTPUT_DIR="outputs")
+TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3)
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
@@ -39,13 +38,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def lab(tmp_path):
-    """Yield (base URL, notebook file name) of a JupyterLab serving a tiny copy of notebook 06."""
+    """Yield (base URL, notebook file name) of a JupyterLab serving a tiny copy of notebook 07."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", []))
     injected = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in TINY.items()))
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(at + 1, injected)  # as papermill does: tiny parameters override the defaults
-    nbformat.write(nb, tmp_path / "06.ipynb")
+    nbformat.write(nb, tmp_path / "07.ipynb")
     port = _free_port()
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), MPLBACKEND="module://matplotlib_inline.backend_inline")
@@ -67,7 +66,7 @@ def lab(tmp_path):
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
                 time.sleep(1)
-        yield base, "06.ipynb"
+        yield base, "07.ipynb"
     finally:
         proc.terminate()
         try:
@@ -96,14 +95,18 @@ def test_slider_drag_changes_preview_in_jupyterlab(lab, tmp_path):
             page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=300_000)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            # the whole notebook has run once the last summary (with the tracing count) is printed
+            # the whole notebook has run once its last cell (a release from code, with the tracing count) has printed
             page.wait_for_function(
                 "Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
-                ".some(e => /\"tracing_count\": \\d/.test(e.innerText))", timeout=600_000)
+                ".some(e => /objective traced \\d+ times/.test(e.innerText))", timeout=600_000)
             handle = page.locator(".widget-slider .noUi-handle").nth(1)  # beta
             handle.scroll_into_view_if_needed()
             image = page.locator(".jp-OutputArea img.widget-image, .jp-OutputArea .widget-image").first
             before = image.get_attribute("src")
+            shown = image.bounding_box()  # the 64 px preview is shown large (box 640 x 480), its aspect kept
+            assert shown["width"] >= 600 or shown["height"] >= 450, shown
+            tv_text = "document.querySelectorAll('.widget-slider .widget-readout')[2].innerText.trim()"
+            assert page.evaluate(tv_text) == "0"  # TV off reads 0, not a log scale's floor
             status = "Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-html-content'))" \
                      ".map(e => e.innerText).join('|')"
             status_before = page.evaluate(status)

@@ -5,10 +5,11 @@ import io
 import ipywidgets as W
 import numpy as np
 import pytest
-from conftest import synthetic_image
 from PIL import Image
 
-from nst_utils.widgets import SLIDER_FORMAT, PreviewEngine, SliderPanel, fmt, format_ratio, nearest_index, png_bytes
+from conftest import synthetic_image
+from nst_utils.widgets import (SLIDER_FORMAT, PreviewEngine, SliderPanel, fmt, format_ratio, nearest_index, nearest_stop,
+                               png_bytes, tv_stops)
 
 RATIOS = (1e-1, 1e1, 1e3)  # beta/alpha for the normalised network (the engine's default)
 
@@ -27,7 +28,12 @@ def test_helpers():
     assert nearest_index(RATIOS, 3.0) == 1 and nearest_index(RATIOS, 1e5) == 2 and nearest_index(RATIOS, 1e-12) == 0
     assert [fmt(x) for x in (316.2, 0.056, 1.0, 1e-6)] == ["3.2e+2", "5.6e-2", "1.0e+0", "1.0e-6"]  # as d3's ".1e"
     assert "beta/alpha = 1.0e-6" in format_ratio(1e4, 1e-2, 30)
-    assert "paper's alpha/beta: 2.0e-7" in format_ratio(1, 10, 0, 2e-7)
+    assert "paper's beta/alpha: 5.0e+6" in format_ratio(1, 10, 0, 5e6)
+    assert fmt(0.0) == "0" and "TV = 0   ->" in format_ratio(1, 3, 0.0)  # TV off reads 0, not a log scale's floor
+    stops = tv_stops(0.0)
+    assert stops[0] == 0.0 and stops[1] == pytest.approx(1e-6) and stops[-1] == pytest.approx(1.0) and len(stops) == 26
+    assert stops == sorted(stops) and 30.0 in tv_stops(30.0) and tv_stops(30.0)[1] == pytest.approx(0.1)
+    assert nearest_stop(stops, 0.0) == 0 and nearest_stop(stops, -1) == 0 and stops[nearest_stop(stops, 1.1e-3)] == pytest.approx(1e-3)
     img = synthetic_image(20, 30)
     back = np.asarray(Image.open(io.BytesIO(png_bytes(img)))) / 255.0
     assert back.shape == (20, 30, 3) and np.abs(back - img).max() <= 1 / 255 + 1e-6
@@ -67,9 +73,11 @@ def test_only_the_ratio_matters(engine):
     engine.jump(engine.alpha, engine.beta, 0.0)  # the default: no TV term, so alpha and beta set the whole scale
     check = engine.scale_check(10.0, steps=4)
     assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] < 1 / 255
-    engine.jump(engine.alpha, engine.beta, 10.0)  # a strong TV term: scaling alpha, beta alone now changes the picture
-    check = engine.scale_check(10.0, steps=4)
-    assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] > max(10 * check["diff_all_scaled"], 1e-3)
+    check = engine.scale_check(10.0, steps=4, tv=10.0)  # a strong TV term: scaling alpha, beta alone changes the picture
+    assert engine.tv == 0.0 and check["tv"] == 10.0  # the engine's own weights are left as they were
+    assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] > 1e-3
+    # float rounding moves a few pixels of the all-scaled run; on average TV's relative change moves far more
+    assert check["mean_diff_ab_scaled"] > 10 * check["mean_diff_all_scaled"]
 
 
 def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(engine):
@@ -78,7 +86,10 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     assert panel.beta.readout_format == SLIDER_FORMAT
     assert panel.beta.min <= np.log10(engine.alpha * min(RATIOS)) and panel.beta.max >= np.log10(engine.alpha * max(RATIOS))
     h, w = engine.current.shape[:2]
-    assert panel.preview.layout.width == f"{w}px" and panel.preview.layout.height == f"{h}px"  # not stretched
+    shown_w, shown_h = int(panel.preview.layout.width[:-2]), int(panel.preview.layout.height[:-2])
+    assert (shown_w == 640 or shown_h == 480) and shown_w <= 640 and shown_h <= 480  # shown large, in its box
+    assert abs(shown_w / shown_h - w / h) < 0.02 and shown_w > 5 * w  # aspect kept
+    assert panel.widget.children[0] is panel.preview  # above the sliders, not squeezed beside them
     traces = engine.objective.tracing_count()
     before = bytes(panel.preview.value)
     shown = []
@@ -87,7 +98,7 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     panel.beta.value = engine.alpha * 0.1  # what releasing the slider in a browser does
     assert shown[0] is engine.coarse[0]  # the nearest precomputed image, shown before refining
     assert f"beta/alpha = {fmt(0.1)}" in panel.readout.value and fmt(panel.beta.value) in panel.readout.value
-    assert "paper's alpha/beta" in panel.readout.value
+    assert f"paper's beta/alpha: {fmt(engine.paper_ratio())}" in panel.readout.value
     assert panel.status.value == "refining..."  # at once, before the refinement has run
     panel.wait(120)
     assert "refined" in panel.status.value and bytes(panel.preview.value) != before
@@ -101,8 +112,14 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     panel.scale(10.0)  # alpha and beta together: the ratio is kept
     panel.wait(120)
     assert engine.ratio == pytest.approx(ratio)
-    tv = 10.0 ** (panel.tv.min + 1)
+    tv = panel.tv.options[5][1]
     panel.tv.value = tv
     panel.wait(120)
-    assert engine.tv == pytest.approx(tv)
+    assert engine.tv == pytest.approx(tv) and f"TV = {fmt(tv)}" in panel.readout.value
+    panel.tv.index = 0  # the first stop switches TV off and reads 0
+    panel.wait(120)
+    assert engine.tv == 0.0 and panel.tv.label == "0" and "TV = 0 " in panel.readout.value
+    panel.set_values(tv=1.1)  # from code: the nearest stop
+    panel.wait(120)
+    assert engine.tv == pytest.approx(1.0) and panel.tv.label == fmt(1.0)
     assert engine.objective.tracing_count() == traces
