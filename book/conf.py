@@ -39,7 +39,7 @@ VENDOR = Path(os.environ.get("NST_BOOK_VENDOR") or ROOT / "build" / "vendor")
 EXECUTED = os.environ.get("NST_BOOK_NOTEBOOKS")  # a folder of executed notebooks, or None to execute here
 
 project = "nst_utils"
-author = "the nst-utils authors"
+author = ""  # the footer says it once, in the copyright line
 copyright = "the nst-utils authors, MIT licence"
 release = PYPROJECT["project"]["version"]
 
@@ -94,7 +94,11 @@ def stage_notebooks() -> list[Path]:
         if _code_sources(executed) != _code_sources(json.loads(src.read_text(encoding="utf-8"))):
             raise RuntimeError(f"{done} was executed from an older {src.relative_to(ROOT)}: run its test again "
                                f"(make book-quick)")
-        shutil.copyfile(done, STAGE / src.name)
+        for cell in executed["cells"]:  # papermill's cell: say where its values come from
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+                source = "".join(cell["source"]).removeprefix("# Parameters\n")
+                cell["source"] = "# the test suite's tiny parameters (make book-quick); `make book` keeps the defaults\n" + source
+        (STAGE / src.name).write_text(json.dumps(executed), encoding="utf-8")
     return sources
 
 
@@ -243,6 +247,11 @@ HEADER = """<div class="nst-nb-header">
 """
 
 
+WIDGETS_NOTE = """<p class="nst-widgets-note">The controls on this page show the state the notebook left them in; moving
+them needs the notebook running (Colab, or <code>make lab</code>).</p>
+"""
+
+
 def notebook_header(app, doctree, docname: str) -> None:
     """Put the View source / Download notebook / Run in Google Colab links under a notebook page's title."""
     from docutils import nodes
@@ -252,6 +261,8 @@ def notebook_header(app, doctree, docname: str) -> None:
         return
     html = HEADER.format(source=github_path(f"notebooks/{name}.ipynb"), download=f"../_notebooks/{name}.ipynb",
                          colab=colab_url(name))
+    if any("application/vnd.jupyter.widget-view+json" in node.astext() for node in doctree.findall(nodes.raw)):
+        html += WIDGETS_NOTE
     section = next(iter(doctree.findall(nodes.section)), None)
     raw = nodes.raw("", html, format="html")
     if section is not None and section.children and isinstance(section[0], nodes.title):
@@ -297,8 +308,8 @@ def plain_problematic(app, doctree, docname: str) -> None:
     """Show text that docutils could not parse as it is (the build warns), not as a link to a dropped message."""
     from docutils import nodes
 
-    for node in list(doctree.findall(nodes.problematic)):
-        node.replace_self(nodes.Text(node.astext()))
+    for node in doctree.findall(nodes.problematic):
+        node.attributes.pop("refid", None)
 
 
 def escape_docstring(app, what, name, obj, options, lines: list[str]) -> None:

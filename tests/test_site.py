@@ -12,8 +12,10 @@ Outside CI the test skips when no site has been built; in CI (CI=true) a missing
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,17 +35,37 @@ def _missing(reason: str) -> None:
     """Fail in CI, skip elsewhere, with the reason."""
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: the site test must run)", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+    pytest.skip(reason)
 
 
-if not (SITE / "index.html").is_file():
-    _missing(f"no built site at {SITE}: `make book-quick` (or `make book-site` after the notebook tests) builds it")
-try:
-    from playwright import sync_api as playwright_sync
-except ImportError:
-    _missing("playwright is not installed (pip install -e '.[browser]')")
-if not os.path.exists(CHROMIUM):
-    _missing(f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does this)")
+@pytest.fixture(scope="module")
+def site() -> Path:
+    """Return the built site's folder (skip outside CI when there is none; fail in CI)."""
+    if not (SITE / "index.html").is_file():
+        _missing(f"no built site at {SITE}: `make book-quick` (or `make book-site` after the notebook tests) builds it")
+    return SITE
+
+
+@pytest.fixture(scope="module")
+def sync_api(site):
+    """Return Playwright's sync API, with Debian's Chromium there to drive."""
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[browser]')")
+    if not os.path.exists(CHROMIUM):
+        _missing(f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does this)")
+    return sync_api
+
+
+def repository() -> str:
+    """Return the repository URL, set in one place: pyproject's [project.urls] Repository."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
+
 
 # Visible text outside code, scripts and typeset maths: raw TeX here means MathJax did not typeset it.
 VISIBLE_TEXT = """() => {
@@ -75,13 +97,13 @@ TYPESET = """async () => {
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(site):
     """Yield the base URL of an HTTP server on 127.0.0.1 serving the built site."""
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(SITE)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -92,7 +114,7 @@ def server():
         thread.join(10)
 
 
-def test_every_page_renders_offline(server, tmp_path):
+def test_every_page_renders_offline(server, sync_api):
     shots = Path(os.environ["NST_SITE_SHOTS"]) if os.environ.get("NST_SITE_SHOTS") else None
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
@@ -113,7 +135,7 @@ def test_every_page_renders_offline(server, tmp_path):
             foreign.append(f"{current['page']} -> {url}")
             route.abort()
 
-    with playwright_sync.sync_playwright() as p:
+    with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             context = browser.new_context(viewport={"width": 1366, "height": 900})
@@ -189,26 +211,63 @@ def test_every_page_renders_offline(server, tmp_path):
     assert requested, "the browser made no request"
 
 
-def test_notebook_pages_carry_the_header():
+def test_notebook_pages_carry_the_header(site):
     """Each notebook page links its source on GitHub, its download and Colab, all from the one repository URL."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
-    repository = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"].rstrip("/")
-    owner_repo = repository.removeprefix("https://github.com/")
+    repo = repository()
+    owner_repo = repo.removeprefix("https://github.com/")
     names = [p.stem for p in (ROOT / "notebooks").glob("*.ipynb")]
     assert names
     for name in names:
-        html = (SITE / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
+        html = (site / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
         header = html[html.index('class="nst-nb-header"'):]
         header = header[:header.index("</div>")]
-        assert f'href="{repository}/blob/main/notebooks/{name}.ipynb"' in header, name
+        assert f'href="{repo}/blob/main/notebooks/{name}.ipynb"' in header, name
         assert f'href="../_notebooks/{name}.ipynb" download' in header, name
         assert (f'href="https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name}.ipynb"'
                 in header), name
-        assert (SITE / "_notebooks" / f"{name}.ipynb").read_bytes() == (ROOT / "notebooks" / f"{name}.ipynb").read_bytes()
+        assert (site / "_notebooks" / f"{name}.ipynb").read_bytes() == (ROOT / "notebooks" / f"{name}.ipynb").read_bytes()
         for label in ("View source", "Download notebook", "Run in Google Colab"):
             assert label in header, (name, label)
+
+
+def test_tutorial_pages_follow_the_notebooks(site):
+    """The tutorial lists every notebook, by file name with appendices last, each titled by its first heading."""
+    sources = sorted((ROOT / "notebooks").glob("*.ipynb"), key=lambda p: (p.stem.startswith("appendix"), p.name))
+    html = (site / "notebooks" / "index.html").read_text(encoding="utf-8")
+    body = html[html.index('<article'):]
+    at = [body.index(f'href="{p.stem}.html"') for p in sources]
+    assert at == sorted(at), [p.stem for p in sources]
+    for path in sources:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        heading = next(line[2:].strip() for c in nb["cells"] if c["cell_type"] == "markdown"
+                       for line in "".join(c["source"]).splitlines() if line.startswith("# "))
+        page = (site / "notebooks" / f"{path.stem}.html").read_text(encoding="utf-8")
+        title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+        words = re.sub(r"[^\w]+", " ", heading).split()
+        assert all(w in title for w in words[:4]), (heading, title)
+
+
+def test_readme_is_a_front_door_into_the_site():
+    """The README: at most 150 lines; its site links are made from the one repository URL; a row per notebook."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    owner, name = repository().removeprefix("https://github.com/").split("/")
+    site_url = f"https://{owner}.github.io/{name}/"
+    links = re.findall(r"\]\((https://[^)\s]+)\)", readme)
+    pages = [u for u in links if ".github.io/" in u]
+    assert pages and all(u.startswith(site_url) for u in pages), \
+        f"README site links must start with {site_url} (from [project.urls] Repository)"
+    linked = {u.removeprefix(site_url + "notebooks/").removesuffix(".html") for u in pages if "/notebooks/" in u}
+    names = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert linked == names, f"README's notebooks table links {sorted(linked)}; notebooks/ has {sorted(names)}"
+    source_pages = {p.stem for p in (ROOT / "book").glob("*.md")}
+    for url in pages:
+        path = url.removeprefix(site_url).split("#")[0]
+        if path and not path.startswith("notebooks/"):
+            assert path.removesuffix(".html") in source_pages, f"README links {url}, which book/ does not make"
+    if (SITE / "index.html").is_file():  # built: each linked page is there, with the #anchor the link names
+        for url in pages:
+            path, _, fragment = url.removeprefix(site_url).partition("#")
+            page = SITE / (path or "index.html")
+            assert page.is_file(), f"README links {url}: not in the built site"
+            assert not fragment or f'id="{fragment}"' in page.read_text(encoding="utf-8"), f"README links {url}: no such anchor"
