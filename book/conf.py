@@ -47,6 +47,7 @@ extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.autosummary", "sphinx
               "sphinx.ext.mathjax", "sphinx.ext.linkcode"]
 exclude_patterns = ["_build", "_generated", "**/_*.md", "notebooks/outputs", "**/.ipynb_checkpoints"]
 templates_path = ["_templates"]
+smartquotes_action = "qe"  # curly quotes, but `--flag` keeps its two hyphens (no en dash)
 suppress_warnings = ["myst.header"]  # notebooks may step from `#` to `###`; that is theirs to decide
 
 # --- notebooks ---------------------------------------------------------------------------------------------------

@@ -217,6 +217,8 @@ def test_notebook_pages_carry_the_header(site):
     owner_repo = repo.removeprefix("https://github.com/")
     names = [p.stem for p in (ROOT / "notebooks").glob("*.ipynb")]
     assert names
+    missing = [n for n in names if not (site / "notebooks" / f"{n}.html").is_file()]
+    assert not missing, f"the site at {site} has no page for {missing}: it is older than notebooks/ (make book-site)"
     for name in names:
         html = (site / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
         header = html[html.index('class="nst-nb-header"'):]
