@@ -158,6 +158,7 @@ def write_layout_page() -> None:
     (GENERATED / "layers.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+shutil.rmtree(BOOK / "_api", ignore_errors=True)  # autosummary writes it afresh: a renamed module leaves no page
 SOURCES = stage_notebooks()
 write_tutorial_pages(SOURCES)
 write_layout_page()
