@@ -172,7 +172,8 @@ nb_execution_timeout = int(os.environ.get("NST_BOOK_CELL_TIMEOUT", "3600"))
 nb_execution_raise_on_error = True  # a failing cell fails the build
 nb_execution_show_tb = True
 nb_merge_streams = True
-nb_output_stderr = "remove-warn"  # TensorFlow's start-up lines on stderr are not part of the story
+nb_render_markdown_format = "myst"  # Markdown outputs (display(Markdown(table))) with tables and maths, as in Jupyter
+nb_output_stderr = "remove"  # TensorFlow's C++ start-up lines on stderr (oneDNN, CUDA probing) are not part of the story
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
