@@ -40,7 +40,7 @@ wheel-test:  ## build a wheel and an sdist, install each into a fresh venv outsi
 clean:
 	rm -rf $(VENV) outputs .pytest_cache build book/notebooks book/_generated book/_api
 
-# --- the tutorial site (book/: Sphinx + myst-nb; README "The site") -----------------------------------------------
+# --- the tutorial site (book/: Sphinx + myst-nb; the site's "How the code is laid out" page says more) ------------
 DOCS_STAMP := $(VENV)/.docs-stamp
 BOOK_OUT := build/book
 EXECUTED ?= build/executed

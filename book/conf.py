@@ -1,4 +1,4 @@
-"""Sphinx + myst-nb configuration of the tutorial site (`make book`, `make book-quick`; README "The site").
+"""Sphinx + myst-nb configuration of the tutorial site (`make book`, `make book-quick`; book/layout.md "This site").
 
 The notebooks are discovered, never listed: every `notebooks/*.ipynb`, ordered by file name with appendices last,
 titled by its first `# ` heading. They are staged into `book/notebooks/` (git-ignored) from one of two places:
@@ -98,7 +98,8 @@ def stage_notebooks() -> list[Path]:
         for cell in executed["cells"]:  # papermill's cell: say where its values come from
             if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
                 source = "".join(cell["source"]).removeprefix("# Parameters\n")
-                cell["source"] = "# the test suite's tiny parameters (make book-quick); `make book` keeps the defaults\n" + source
+                note = "# the test suite's tiny parameters (make book-quick); `make book` keeps the defaults\n"
+                cell["source"] = note + source
         (STAGE / src.name).write_text(json.dumps(executed), encoding="utf-8")
     return sources
 
@@ -151,7 +152,7 @@ def write_layout_page() -> None:
             path = ROOT / package / f"{module}.py"
             if not path.exists():
                 path = ROOT / package / module / "__init__.py"
-            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "" if path.exists() else ""
+            doc = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "") if path.exists() else ""
             summary = doc.strip().split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
             lines.append(f"| {depth} | {{py:mod}}`{module} <{package}.{module}>` | {summary} |")
     GENERATED.mkdir(exist_ok=True)
@@ -173,7 +174,7 @@ nb_execution_raise_on_error = True  # a failing cell fails the build
 nb_execution_show_tb = True
 nb_merge_streams = True
 nb_render_markdown_format = "myst"  # Markdown outputs (display(Markdown(table))) with tables and maths, as in Jupyter
-nb_output_stderr = "remove"  # TensorFlow's C++ start-up lines on stderr (oneDNN, CUDA probing) are not part of the story
+nb_output_stderr = "remove"  # TensorFlow's C++ start-up lines on stderr (oneDNN, CUDA probing) are no part of it
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 

@@ -20,7 +20,7 @@ import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urldefrag, urlsplit
 
 import pytest
 
@@ -65,7 +65,8 @@ def repository() -> str:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"].rstrip("/")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return pyproject["project"]["urls"]["Repository"].rstrip("/")
 
 
 # Visible text outside code, scripts and typeset maths: raw TeX here means MathJax did not typeset it.
@@ -130,7 +131,7 @@ def test_every_page_renders_offline(server, sync_api):
     def route(route):
         url = route.request.url
         requested.append(url)
-        if url.startswith(server) or url.startswith("data:") or url.startswith("blob:"):
+        if url.startswith((server, "data:", "blob:")):
             route.continue_()  # routing every request also turns Chromium's cache off: each asset is fetched
         else:
             foreign.append(f"{current['page']} -> {url}")
@@ -167,7 +168,8 @@ def test_every_page_renders_offline(server, sync_api):
                 for raw in ("$$", "\\begin{", "\\(", "\\[", "|---|"):  # TeX MathJax left, a Markdown table unparsed
                     if raw in text:
                         at = text.index(raw)
-                        problems.append(f"{current['page']}: raw {raw!r} in the text: ...{text[max(0, at - 60):at + 60]}...")
+                        excerpt = text[max(0, at - 60):at + 60]
+                        problems.append(f"{current['page']}: raw {raw!r} in the text: ...{excerpt}...")
                 ids[url] = set(page.evaluate("Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
                 ids[url] |= set(page.evaluate("Array.from(document.querySelectorAll('a[name]')).map(e => e.name)"))
                 if shots:
@@ -228,7 +230,8 @@ def test_notebook_pages_carry_the_header(site):
         assert f'href="../_notebooks/{name}.ipynb" download' in header, name
         assert (f'href="https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name}.ipynb"'
                 in header), name
-        assert (site / "_notebooks" / f"{name}.ipynb").read_bytes() == (ROOT / "notebooks" / f"{name}.ipynb").read_bytes()
+        served = (site / "_notebooks" / f"{name}.ipynb").read_bytes()
+        assert served == (ROOT / "notebooks" / f"{name}.ipynb").read_bytes(), f"{name}: not the committed notebook"
         for label in ("View source", "Download notebook", "Run in Google Colab"):
             assert label in header, (name, label)
 
@@ -245,7 +248,7 @@ def test_tutorial_pages_follow_the_notebooks(site):
         heading = next(line[2:].strip() for c in nb["cells"] if c["cell_type"] == "markdown"
                        for line in "".join(c["source"]).splitlines() if line.startswith("# "))
         page = (site / "notebooks" / f"{path.stem}.html").read_text(encoding="utf-8")
-        title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+        title = re.search(r"<title>(.*?)</title>", page, re.DOTALL).group(1)
         words = re.sub(r"[^\w]+", " ", heading).split()
         assert all(w in title for w in words[:4]), (heading, title)
 
@@ -273,4 +276,5 @@ def test_readme_is_a_front_door_into_the_site():
             path, _, fragment = url.removeprefix(site_url).partition("#")
             page = SITE / (path or "index.html")
             assert page.is_file(), f"README links {url}: not in the built site"
-            assert not fragment or f'id="{fragment}"' in page.read_text(encoding="utf-8"), f"README links {url}: no such anchor"
+            has_anchor = not fragment or f'id="{fragment}"' in page.read_text(encoding="utf-8")
+            assert has_anchor, f"README links {url}: no such anchor"
