@@ -239,8 +239,9 @@ class StyleConfig:
         default="gram",
         metadata=option(
             "what the style term matches in each style layer: gram, Gatys et al.'s Gram matrices; wasserstein, the "
-            "features as a Gaussian (mean and covariance) matched by the 2-Wasserstein distance, whose values scale "
-            "differently (give it its own --beta)",
+            "features as a Gaussian (mean and covariance) matched by the 2-Wasserstein distance, as crowsonkb's "
+            "style-transfer-pytorch; its values scale differently: give it its own --beta (about 10 with the raw "
+            "VGG19's default --alpha)",
             choices=STYLE_STATISTICS,
         ),
     )

@@ -100,7 +100,7 @@ class GaussianW2(Gram):
         if weights is None:
             return tf.reduce_mean(features, axis=[1, 2]), gram_matrix(features)
         mean = tf.einsum("bhwc,rhw->brc", features, weights) / _mass(weights)[None, :, None]
-        return mean, Gram.describe(self, features, weights)
+        return mean, super().describe(features, weights)
 
     def target(self, stats):
         """Return (mean, covariance, covariance square root) of the style features."""

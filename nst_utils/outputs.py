@@ -265,30 +265,30 @@ def check_outputs(
 class SaveEvery:
     """A stylize callback that writes the current image every `every` steps next to `output`, atomically."""
 
-    def __init__(self, every: int, output: str | os.PathLike, finish: Callable[[np.ndarray], np.ndarray] | None = None):
+    def __init__(self, every: int, output: str | os.PathLike):
         if not isinstance(every, int) or isinstance(every, bool) or every <= 0:
             raise NSTError(f"save_every must be a positive integer, got {every!r}")
-        self.every, self.output, self.finish = every, Path(output), finish
+        self.every, self.output = every, Path(output)
         self.written: list[Path] = []
 
     def __call__(self, step: int, image: np.ndarray, terms: dict) -> None:
         """Save `image` if `step` is a multiple of `every`; never asks to stop."""
         if step % self.every == 0:
-            img = self.finish(image) if self.finish else image
-            self.written.append(save_image(img, intermediate_path(self.output, step)))
+            self.written.append(save_image(image, intermediate_path(self.output, step)))
 
 
-def chain(*callbacks: Callable | None, finish: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable | None:
-    """Return one callback calling each given one in turn on finish(image) (True if any asks to stop), or None."""
+def chain(*callbacks: Callable | None, to_result: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable | None:
+    """Return one callback calling each given one in turn on to_result(image) (the image as the user gets it, e.g.
+    with the content's chroma put back), True if any asks to stop; None if there are none."""
     cbs = [c for c in callbacks if c is not None]
     if not cbs:
         return None
-    if len(cbs) == 1 and finish is None:
+    if len(cbs) == 1 and to_result is None:
         return cbs[0]
 
     def each(step: int, image: np.ndarray, terms: dict) -> bool:
         """Return True if any callback asks to stop."""
-        img = finish(image) if finish is not None else image
+        img = to_result(image) if to_result is not None else image
         return any([bool(c(step, img, terms)) for c in cbs])
 
     return each

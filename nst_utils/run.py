@@ -192,7 +192,7 @@ def run(
     shown = inputs.result_image if inputs.colour == "luminance" else None
     tracker = Tracker(
         config.steps,
-        outputs.chain(callback, saver, finish=shown),
+        outputs.chain(callback, saver, to_result=shown),
         progress,
         f"{config.optimizer} {w}x{h}",
         tol=config.tol,

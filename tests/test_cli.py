@@ -74,3 +74,34 @@ def test_sweep_writes_a_grid_and_each_image(tmp_path):
 
     low, high = (np.asarray(Image.open(d / f), np.float32) for f in ("r1_c0.png", "r1_c1.png"))
     assert np.abs(low - high).mean() > 1.0  # a thousand times more style weight (normalised VGG19) changes the picture
+
+
+def test_options_are_made_from_the_config_fields(capsys):
+    """Every StyleConfig field with option metadata is a `nst stylize` flag; `nst sweep` takes those it does not vary;
+    the typed ones are known (for --resume) and the rest come from the command's and the network's defaults."""
+    import dataclasses
+    import re
+
+    import pytest
+
+    from nst_utils.cli import build_parser
+    from nst_utils.config import StyleConfig
+
+    p = build_parser()
+    args = p.parse_args(["stylize", "--lr", "0.05", "--style-statistic", "wasserstein", "--size", "64"])
+    assert args.typed == {"learning_rate": 0.05, "style_statistic": "wasserstein", "size": 64}
+    assert StyleConfig(**args.settings) == StyleConfig(size=64, learning_rate=0.05, style_statistic="wasserstein")
+    assert StyleConfig(**p.parse_args(["stylize"]).settings) == StyleConfig()
+    assert StyleConfig(**p.parse_args(["sweep"]).settings) == StyleConfig.normalized(size=256, steps=100)
+    for command in ("stylize", "sweep"):
+        with pytest.raises(SystemExit):
+            p.parse_args([command, "--help"])
+        shown = capsys.readouterr().out
+        for f in dataclasses.fields(StyleConfig):
+            flag = "--" + f.name.replace("_", "-")
+            offered = bool(f.metadata) and (command == "stylize" or f.metadata["sweep"])
+            listed = re.search(rf"^ +{flag}(?![-\w])", shown, re.M) is not None  # an option line of the help
+            assert listed == offered, (command, flag)
+    with pytest.raises(SystemExit) as exc:
+        p.parse_args(["sweep", "--beta", "1"])  # a sweep's betas come from --ratios
+    assert exc.value.code == 2 and "--beta" in capsys.readouterr().err
