@@ -70,8 +70,7 @@ def _markdown(nb):
 
 
 def test_01_load_vgg19(tmp_path):
-    out = tmp_path / "out"
-    nb = run_notebook("01_load_vgg19", tmp_path, SIZE=64, OUTPUT_DIR=str(out))
+    nb = run_notebook("01_load_vgg19", tmp_path, SIZE=64)
     text = outputs_text(nb)
     tables = _markdown(nb)
     assert "| block5_conv2 | conv5_2 | conv 3x3 + ReLU | (2, 4, 512) |" in tables  # 64x33 image, computed
@@ -79,7 +78,7 @@ def test_01_load_vgg19(tmp_path):
     assert "block5_conv2: (1, 2, 4, 512)" in text  # the Keras-way extractor's output at the same size
     diff = float(re.search(r"Keras-way extractor vs nst.FeatureExtractor: (\S+)", text).group(1))
     assert diff < 1e-3
-    _figures(out, ["01_layer_shapes.png"])
+    _check_pngs(nb, 2)  # the pipeline picture and the layer shapes
 
 
 def test_02_images(tmp_path):
