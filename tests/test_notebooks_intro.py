@@ -127,6 +127,28 @@ def test_03_losses(tmp_path):
     _check_pngs(nb, 3)  # the Gram heatmaps, the candidates, the loss comparison
 
 
+def test_04_optimize(tmp_path):
+    nb = run_notebook("04_optimize", tmp_path, SIZE=48, STEPS=8, ADAM_STEPS=3, SCIPY_STEPS=6)
+    text = outputs_text(nb)
+    assert "Running on" in text
+    # the hand-written train_step agrees with the package's Adam (its assert_allclose cell passed too)
+    gap = float(re.search(r"largest relative difference over 3 steps (\S+)", text).group(1))
+    assert gap < 1e-3
+    # scipy.optimize.minimize in view reaches the package's lbfgs-scipy losses, evaluation by evaluation
+    last = re.search(r"the same loss after each of 6 evaluations; last (\S+) vs (\S+)", text).groups()
+    assert abs(float(last[0]) / float(last[1]) - 1) < 1e-3
+    # the whole algorithm on one screen reproduces stylize(optimizer="adam")
+    one_screen = float(re.search(r"one screen vs nst.stylize\(optimizer='adam'\): the same loss at each of 3 steps, "
+                                 r"largest relative difference (\S+)", text).group(1))
+    assert one_screen < 1e-3
+    runs = {name: (int(n), float(first), float(best)) for name, n, first, best in
+            re.findall(r"^(lbfgs|adam): (\d+) evaluations, loss (\S+) -> best (\S+)$", text, re.M)}
+    assert set(runs) == {"lbfgs", "adam"}
+    for name, (n, first, best) in runs.items():
+        assert n == 8 and best < first, (name, runs[name])
+    _check_pngs(nb, 5)  # progress, loss terms, L-BFGS vs Adam (curves and pictures), colour preservation
+
+
 def test_appendix_engineering(tmp_path):
     nb = run_notebook("appendix_engineering", tmp_path, SIZE=48)
     text = outputs_text(nb)
