@@ -150,7 +150,7 @@ def test_04_optimize(tmp_path):
 
 
 def test_appendix_engineering(tmp_path):
-    nb = run_notebook("appendix_engineering", tmp_path, SIZE=48)
+    nb = run_notebook("appendix_engineering", tmp_path, SIZE=48, STEPS=8)
     text = outputs_text(nb)
     assert "md5:          253f8cb515780f3b799900260a226db6" in text and "verified:     True" in text
     timing = {p: (float(ms), float(v)) for p, ms, v in re.findall(
@@ -158,3 +158,9 @@ def test_appendix_engineering(tmp_path):
     assert set(timing) == {"float32", "bfloat16"} and all(ms > 0 for ms, _ in timing.values())
     assert abs(timing["bfloat16"][1] / timing["float32"][1] - 1) < 0.05
     assert re.search(r"precision='auto' picks (float32|bfloat16)", text)
+    # the two L-BFGS implementations timed after compiling, reaching about the same loss
+    lbfgs = {name: (float(ms), float(best)) for name, ms, best in re.findall(
+        r"(lbfgs|lbfgs-scipy): +(\S+) ms per evaluation after compiling \(.*\), best loss (\S+)", text)}
+    assert set(lbfgs) == {"lbfgs", "lbfgs-scipy"} and all(ms > 0 for ms, _ in lbfgs.values())
+    assert abs(lbfgs["lbfgs"][1] / lbfgs["lbfgs-scipy"][1] - 1) < 0.2
+    _check_pngs(nb, 1)
