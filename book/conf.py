@@ -43,8 +43,14 @@ author = ""  # the footer says it once, in the copyright line
 copyright = "the nst-utils authors, MIT licence"
 release = PYPROJECT["project"]["version"]
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.autosummary", "sphinx.ext.napoleon",
-              "sphinx.ext.mathjax", "sphinx.ext.linkcode"]
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.linkcode",
+]
 exclude_patterns = ["_build", "_generated", "**/_*.md", "notebooks/outputs", "**/.ipynb_checkpoints"]
 templates_path = ["_templates"]
 smartquotes_action = "qe"  # curly quotes, but `--flag` keeps its two hyphens (no en dash)
@@ -71,8 +77,11 @@ def notebook_title(path: Path) -> str:
 
 def _code_sources(nb: dict) -> list[str]:
     """Return the sources of a notebook's code cells, less papermill's injected-parameters cell."""
-    return ["".join(c["source"]).strip() for c in nb["cells"] if c["cell_type"] == "code"
-            and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return [
+        "".join(c["source"]).strip()
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
 
 
 def stage_notebooks() -> list[Path]:
@@ -89,12 +98,15 @@ def stage_notebooks() -> list[Path]:
             continue
         done = ROOT / EXECUTED / src.name
         if not done.is_file():
-            raise RuntimeError(f"{done} is missing: the notebook tests keep each executed notebook there "
-                               f"(make book-quick runs them), or build with `make book`")
+            raise RuntimeError(
+                f"{done} is missing: the notebook tests keep each executed notebook there "
+                f"(make book-quick runs them), or build with `make book`"
+            )
         executed = json.loads(done.read_text(encoding="utf-8"))
         if _code_sources(executed) != _code_sources(json.loads(src.read_text(encoding="utf-8"))):
-            raise RuntimeError(f"{done} was executed from an older {src.relative_to(ROOT)}: run its test again "
-                               f"(make book-quick)")
+            raise RuntimeError(
+                f"{done} was executed from an older {src.relative_to(ROOT)}: run its test again (make book-quick)"
+            )
         for cell in executed["cells"]:  # papermill's cell: say where its values come from
             if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
                 source = "".join(cell["source"]).removeprefix("# Parameters\n")
@@ -124,10 +136,14 @@ def write_tutorial_pages(sources: list[Path]) -> None:
     table = "\n".join(rows) + "\n"
     (STAGE / "_table.md").write_text(table, encoding="utf-8")
     toctree = "\n".join(src.stem for src in sources)
-    how = ("executed at their defaults by `make book`" if EXECUTED is None else
-           "executed at the tiny sizes of the test suite (`make book-quick`): the figures are small and the "
-           "numbers are not the defaults'; `make book` renders them at their defaults")
-    (STAGE / "index.md").write_text(f"""# The tutorial
+    how = (
+        "executed at their defaults by `make book`"
+        if EXECUTED is None
+        else "executed at the tiny sizes of the test suite (`make book-quick`): the figures are small and the "
+        "numbers are not the defaults'; `make book` renders them at their defaults"
+    )
+    (STAGE / "index.md").write_text(
+        f"""# The tutorial
 
 Each step is a notebook, rendered here with every output ({how}). Each page links its source on GitHub,
 the notebook itself without outputs, and Google Colab, where it runs as it is.
@@ -139,7 +155,9 @@ the notebook itself without outputs, and Google Colab, where it runs as it is.
 
 {toctree}
 ```
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
 
 
 def write_layout_page() -> None:
@@ -189,12 +207,18 @@ def stage_static() -> Path:
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     target = out / "mathjax"
     if not (target / "tex-chtml.js").exists():
-        shutil.copytree(es5, target, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("tex-*-full*.js", "tex-mml-*.js", "mml-*.js", "tex-svg.js"))
+        shutil.copytree(
+            es5,
+            target,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("tex-*-full*.js", "tex-mml-*.js", "mml-*.js", "tex-svg.js"),
+        )
     widgets = VENDOR / "html-manager" / "dist"
     if not (widgets / "embed.js").exists():
-        raise RuntimeError(f"{widgets / 'embed.js'} is missing: `make book-vendor` fetches @jupyter-widgets/"
-                           "html-manager from npm (the notebooks' slider panels are rendered with it)")
+        raise RuntimeError(
+            f"{widgets / 'embed.js'} is missing: `make book-vendor` fetches @jupyter-widgets/"
+            "html-manager from npm (the notebooks' slider panels are rendered with it)"
+        )
     shutil.copytree(widgets, out / "widgets", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.map", "*-amd.js"))
     return out
 
@@ -203,8 +227,9 @@ html_static_path = ["_static", str(stage_static())]
 mathjax_path = "mathjax/tex-chtml.js"  # relative: served from _static/, no CDN
 # the HTML manager for built-in widgets only (embed.js, no require.js); any other widget module would come from a
 # CDN, so none is allowed: an unknown module shows as an error in the console, which the site test catches
-nb_ipywidgets_js = {"widgets/embed.js": {"data-jupyter-widgets-cdn": "/nonexistent-cdn/",
-                                         "data-jupyter-widgets-cdn-only": ""}}
+nb_ipywidgets_js = {
+    "widgets/embed.js": {"data-jupyter-widgets-cdn": "/nonexistent-cdn/", "data-jupyter-widgets-cdn-only": ""}
+}
 html_css_files = ["nst.css"]
 
 # --- theme -------------------------------------------------------------------------------------------------------
@@ -263,8 +288,9 @@ def notebook_header(app, doctree, docname: str) -> None:
     folder, _, name = docname.partition("/")
     if folder != "notebooks" or name not in NOTEBOOK_NAMES:
         return
-    html = HEADER.format(source=github_path(f"notebooks/{name}.ipynb"), download=f"../_notebooks/{name}.ipynb",
-                         colab=colab_url(name))
+    html = HEADER.format(
+        source=github_path(f"notebooks/{name}.ipynb"), download=f"../_notebooks/{name}.ipynb", colab=colab_url(name)
+    )
     if any("application/vnd.jupyter.widget-view+json" in node.astext() for node in doctree.findall(nodes.raw)):
         html += WIDGETS_NOTE
     section = next(iter(doctree.findall(nodes.section)), None)

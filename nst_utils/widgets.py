@@ -90,9 +90,18 @@ def format_ratio(alpha: float, beta: float, tv: float, paper: float | None = Non
 class PreviewEngine:
     """Preview-size stylization that follows the sliders: nearest precomputed image, then refined."""
 
-    def __init__(self, content=None, style=None, config: StyleConfig | None = None, *, size: int = 128,
-                 ratios: Sequence[float] = DEFAULT_RATIOS, refine_steps: int = 10, refine_seconds: float = 5.0,
-                 weights: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        content=None,
+        style=None,
+        config: StyleConfig | None = None,
+        *,
+        size: int = 128,
+        ratios: Sequence[float] = DEFAULT_RATIOS,
+        refine_steps: int = 10,
+        refine_seconds: float = 5.0,
+        weights: str | os.PathLike | None = None,
+    ):
         self.config = (config or StyleConfig.normalized()).replace(size=size, optimizer="lbfgs")
         c, s = assets.default_images()
         self.content = as_image(content if content is not None else c, size)
@@ -116,13 +125,23 @@ class PreviewEngine:
 
     def paper_ratio(self, alpha: float | None = None, beta: float | None = None) -> float:
         """Return the paper's beta/alpha equivalent to (alpha, beta) (default the current weights) at preview size."""
-        return 1.0 / paper_alpha_over_beta(self.alpha if alpha is None else alpha, self.beta if beta is None else beta,
-                                           self.content.shape[:2], self.config.content_layers[0])
+        return 1.0 / paper_alpha_over_beta(
+            self.alpha if alpha is None else alpha,
+            self.beta if beta is None else beta,
+            self.content.shape[:2],
+            self.config.content_layers[0],
+        )
 
     def precompute(self, steps: int = 30, progress: bool = False) -> list[np.ndarray]:
         """Run one batched sweep over `ratios` (alpha fixed, TV as configured) and keep its images."""
-        results = sweep(self.content, self.style, self.config.replace(steps=steps),
-                        ratio_settings(self.ratios, self.alpha), progress=progress, weights=self.weights)
+        results = sweep(
+            self.content,
+            self.style,
+            self.config.replace(steps=steps),
+            ratio_settings(self.ratios, self.alpha),
+            progress=progress,
+            weights=self.weights,
+        )
         self.coarse = [r.image for r in results]
         self.current = self.coarse[nearest_index(self.ratios, self.ratio)]
         self.last_source = "precomputed"
@@ -135,9 +154,14 @@ class PreviewEngine:
             return self.coarse[i], f"precomputed beta/alpha = {fmt(self.ratios[i])}"
         return self.current, "current image"
 
-    def refine(self, start: np.ndarray, steps: int | None = None,
-               on_progress: Callable[[np.ndarray], None] | None = None, seconds: float | None = -1.0,
-               cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+    def refine(
+        self,
+        start: np.ndarray,
+        steps: int | None = None,
+        on_progress: Callable[[np.ndarray], None] | None = None,
+        seconds: float | None = -1.0,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """Return `start` improved by a few L-BFGS evaluations under the current weights.
 
         Stops after `seconds` (default `refine_seconds`; None: no time cap, so the result does not depend on the
@@ -158,8 +182,15 @@ class PreviewEngine:
         tracker.close()
         return np.clip(tracker.best_image if tracker.best_image is not None else start, 0.0, 1.0)
 
-    def update(self, alpha: float, beta: float, tv: float, show: Callable[[np.ndarray], None] | None = None,
-               steps: int | None = None, cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+    def update(
+        self,
+        alpha: float,
+        beta: float,
+        tv: float,
+        show: Callable[[np.ndarray], None] | None = None,
+        steps: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """Set new weights; `show` the nearest image at once, refine it, show and return the result."""
         start = self.jump(alpha, beta, tv)
         if show is not None:
@@ -174,8 +205,13 @@ class PreviewEngine:
         self.current = start
         return start
 
-    def settle(self, start: np.ndarray, show: Callable[[np.ndarray], None] | None = None, steps: int | None = None,
-               cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+    def settle(
+        self,
+        start: np.ndarray,
+        show: Callable[[np.ndarray], None] | None = None,
+        steps: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """Return `start` refined under the current weights (kept as the current image unless cancelled), shown."""
         refined = self.refine(start, steps, on_progress=show, cancelled=cancelled)
         if cancelled is None or not cancelled():
@@ -189,8 +225,9 @@ class PreviewEngine:
         terms = self.objective.loss_terms((self.current if image is None else image)[None])
         return float(terms["total"][0])
 
-    def scale_check(self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None,
-                    tv: float | None = None) -> dict:
+    def scale_check(
+        self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None, tv: float | None = None
+    ) -> dict:
         """Run the same refinement with (alpha, beta, tv), (k alpha, k beta, tv) and (k alpha, k beta, k tv).
 
         `tv` defaults to the current TV weight; the engine's weights are unchanged afterwards.
@@ -203,12 +240,18 @@ class PreviewEngine:
         a, b = self.alpha, self.beta
         t = self.tv if tv is None else float(tv)
         out = {}
-        for key, (aa, bb, tt) in {"base": (a, b, t), "ab_scaled": (k * a, k * b, t),
-                                  "all_scaled": (k * a, k * b, k * t)}.items():
+        for key, (aa, bb, tt) in {
+            "base": (a, b, t),
+            "ab_scaled": (k * a, k * b, t),
+            "all_scaled": (k * a, k * b, k * t),
+        }.items():
             self.objective.set_weights(alpha=aa, beta=bb, tv=tt)
             out[key] = self.refine(start, steps, seconds=None)
         self.objective.set_weights(alpha=a, beta=b, tv=self.tv)
-        for key in ("ab_scaled", "all_scaled"):  # float rounding drifts over the evaluations: a few pixels more than most
+        for key in (
+            "ab_scaled",
+            "all_scaled",
+        ):  # float rounding drifts over the evaluations: a few pixels more than most
             out[f"diff_{key}"] = float(np.abs(out[key] - out["base"]).max())
             out[f"mean_diff_{key}"] = float(np.abs(out[key] - out["base"]).mean())
         out["k"], out["tv"] = k, t
@@ -216,29 +259,43 @@ class PreviewEngine:
 
 
 class SliderPanel:
-    """ipywidgets front end: the preview, alpha and beta log sliders, a TV slider from 0, a ratio read-out and a status line."""
+    """ipywidgets front end: the preview, alpha and beta log sliders, a TV slider from 0, a ratio read-out, a status."""
 
     def __init__(self, engine: PreviewEngine, decades: float = 0.5, box: tuple[int, int] = (640, 480)):
         """Build the widgets; the preview is shown as large as fits `box` (width, height in px), aspect kept."""
         import ipywidgets as W
 
         self.engine = engine
-        slider = dict(continuous_update=False, readout_format=SLIDER_FORMAT, style={"description_width": "60px"},
-                      layout=W.Layout(width="420px"), base=10, step=0.25)
+        slider = dict(
+            continuous_update=False,
+            readout_format=SLIDER_FORMAT,
+            style={"description_width": "60px"},
+            layout=W.Layout(width="420px"),
+            base=10,
+            step=0.25,
+        )
         lo, hi = math.log10(min(engine.ratios)) - decades, math.log10(max(engine.ratios)) + decades
         a = round(math.log10(engine.alpha))  # the beta slider spans the presets' ratios (+- `decades`) at this alpha
         self.alpha = W.FloatLogSlider(value=engine.alpha, min=a - 2, max=a + 2, description="alpha", **slider)
         self.beta = W.FloatLogSlider(value=engine.beta, min=a + lo, max=a + hi, description="beta", **slider)
         stops = tv_stops(engine.tv)  # the first stop is 0, which a log slider cannot show
-        self.tv = W.SelectionSlider(options=[(fmt(v), v) for v in stops], index=nearest_stop(stops, engine.tv),
-                                    description="TV", continuous_update=False, style=slider["style"],
-                                    layout=slider["layout"])
+        self.tv = W.SelectionSlider(
+            options=[(fmt(v), v) for v in stops],
+            index=nearest_stop(stops, engine.tv),
+            description="TV",
+            continuous_update=False,
+            style=slider["style"],
+            layout=slider["layout"],
+        )
         self.readout = W.HTML(value=self._readout())
         self.status = W.HTML(value="")
         h, w = engine.current.shape[:2]
         zoom = min(box[0] / w, box[1] / h)  # shown large; the browser scales the small PNG smoothly (bilinear)
-        self.preview = W.Image(value=png_bytes(engine.current), format="png",
-                               layout=W.Layout(width=f"{round(w * zoom)}px", height=f"{round(h * zoom)}px"))
+        self.preview = W.Image(
+            value=png_bytes(engine.current),
+            format="png",
+            layout=W.Layout(width=f"{round(w * zoom)}px", height=f"{round(h * zoom)}px"),
+        )
         self.up = W.Button(description="alpha, beta x10", tooltip="scale alpha and beta together: same ratio")
         self.down = W.Button(description="alpha, beta /10", tooltip="scale alpha and beta together: same ratio")
         self.up.on_click(lambda _: self.scale(10.0))
@@ -250,8 +307,9 @@ class SliderPanel:
         self.timings: dict[str, float] = {}
         for s in (self.alpha, self.beta, self.tv):
             s.observe(self._on_change, names="value")
-        self.widget = W.VBox([self.preview, self.alpha, self.beta, self.tv, W.HBox([self.up, self.down]),
-                              self.readout, self.status])
+        self.widget = W.VBox(
+            [self.preview, self.alpha, self.beta, self.tv, W.HBox([self.up, self.down]), self.readout, self.status]
+        )
 
     def _readout(self) -> str:
         """Return the read-out HTML for the sliders' current values."""
@@ -281,6 +339,7 @@ class SliderPanel:
 
     def _refine(self, generation: int, start: np.ndarray, source: str, t0: float) -> None:
         """Refine `start` unless a newer release came first; then report in the status line."""
+
         def stale() -> bool:
             return generation != self._generation
 
@@ -292,9 +351,11 @@ class SliderPanel:
             if stale():
                 return
             self.timings["refined_s"] = time.perf_counter() - t0
-            self.status.value = (f"started from the {source} (shown after {self.timings['first_image_s'] * 1000:.0f} ms); "
-                                 f"refined in {self.timings['refined_s']:.1f} s; loss {fmt(e.loss())}; "
-                                 f"max pixel change {np.abs(e.current - start).max():.2f}")
+            self.status.value = (
+                f"started from the {source} (shown after {self.timings['first_image_s'] * 1000:.0f} ms); "
+                f"refined in {self.timings['refined_s']:.1f} s; loss {fmt(e.loss())}; "
+                f"max pixel change {np.abs(e.current - start).max():.2f}"
+            )
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the latest refinement has finished (for scripts and tests; the browser never waits)."""
@@ -323,4 +384,3 @@ class SliderPanel:
         finally:
             self._busy = False
         self._on_change()
-

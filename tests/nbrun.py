@@ -25,8 +25,15 @@ def run_notebook(name: str, tmp_path: Path, cell_timeout: int = 600, **parameter
     backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = INLINE  # the kernel embeds its figures, as in Jupyter, so the kept copy shows them
     try:
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
-                            cwd=str(NOTEBOOKS), execution_timeout=cell_timeout, progress_bar=False)
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{name}.ipynb"),
+            str(out),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(NOTEBOOKS),
+            execution_timeout=cell_timeout,
+            progress_bar=False,
+        )
     finally:
         if backend is None:
             os.environ.pop("MPLBACKEND", None)
@@ -44,5 +51,7 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
     parts = []
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            parts.append(o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", ""))
+            parts.append(
+                o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", "")
+            )
     return "\n".join(parts)

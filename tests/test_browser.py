@@ -22,10 +22,19 @@ CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_tune_alpha_beta.ipynb"
 TOKEN = "nst-browser-test-token"
 TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3)
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[browser]')")
+playwright_sync = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[browser]')"
+)
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does this)", allow_module_level=True)
 
@@ -46,15 +55,34 @@ def lab(tmp_path):
     nb.cells.insert(at + 1, injected)  # as papermill does: tiny parameters override the defaults
     nbformat.write(nb, tmp_path / "07.ipynb")
     port = _free_port()
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), MPLBACKEND="module://matplotlib_inline.backend_inline")
+    env = dict(
+        os.environ,
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
     log = open(tmp_path / "lab.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
-         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--ServerApp.port_retries=0",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -62,9 +90,11 @@ def lab(tmp_path):
             try:
                 urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=5)
                 break
-            except OSError:
+            except OSError as exc:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}"
+                    ) from exc
                 time.sleep(1)
         yield base, "07.ipynb"
     finally:
@@ -98,7 +128,9 @@ def test_slider_drag_changes_preview_in_jupyterlab(lab, tmp_path):
             # the whole notebook has run once its last cell (a release from code, with the tracing count) has printed
             page.wait_for_function(
                 "Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
-                ".some(e => /objective traced \\d+ times/.test(e.innerText))", timeout=600_000)
+                ".some(e => /objective traced \\d+ times/.test(e.innerText))",
+                timeout=600_000,
+            )
             handle = page.locator(".widget-slider .noUi-handle").nth(1)  # beta
             handle.scroll_into_view_if_needed()
             image = page.locator(".jp-OutputArea img.widget-image, .jp-OutputArea .widget-image").first
@@ -107,8 +139,10 @@ def test_slider_drag_changes_preview_in_jupyterlab(lab, tmp_path):
             assert shown["width"] >= 600 or shown["height"] >= 450, shown
             tv_text = "document.querySelectorAll('.widget-slider .widget-readout')[2].innerText.trim()"
             assert page.evaluate(tv_text) == "0"  # TV off reads 0, not a log scale's floor
-            status = "Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-html-content'))" \
-                     ".map(e => e.innerText).join('|')"
+            status = (
+                "Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-html-content'))"
+                ".map(e => e.innerText).join('|')"
+            )
             status_before = page.evaluate(status)
             page.screenshot(path=str(shots / "browser_before.png"))
             box = handle.bounding_box()
@@ -118,15 +152,20 @@ def test_slider_drag_changes_preview_in_jupyterlab(lab, tmp_path):
             page.mouse.move(x + 90, y, steps=8)
             page.mouse.up()
             # the read-out and the "refining..." status change at once (in the kernel's handler, before refining)
-            readout = "Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-html-content'))" \
-                      ".map(e => e.innerText).find(t => t.includes('beta/alpha')) || ''"
+            readout = (
+                "Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-html-content'))"
+                ".map(e => e.innerText).find(t => t.includes('beta/alpha')) || ''"
+            )
             slider_text = "document.querySelectorAll('.widget-slider .widget-readout')[1].innerText.trim()"
             t0 = time.time()
             page.wait_for_function(f"{readout}.includes('beta = ' + {slider_text})", timeout=10_000)
             assert time.time() - t0 < 5, "the read-out lagged behind the slider"
             page.wait_for_function(f"{status} !== {json.dumps(status_before)}", timeout=10_000)
-            page.wait_for_function("([sel, old]) => { const i = document.querySelector(sel); return i && i.src !== old; }",
-                                   arg=[".jp-OutputArea .widget-image", before], timeout=180_000)
+            page.wait_for_function(
+                "([sel, old]) => { const i = document.querySelector(sel); return i && i.src !== old; }",
+                arg=[".jp-OutputArea .widget-image", before],
+                timeout=180_000,
+            )
             page.wait_for_function(f"!{status}.includes('refining...')", timeout=180_000)
             page.screenshot(path=str(shots / "browser_after.png"))
             # four quick key presses: the read-out ends on the slider's own value, in the same format

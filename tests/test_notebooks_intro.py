@@ -19,8 +19,10 @@ import sys
 if importlib.util.find_spec("nst_utils") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "nst-utils @ git+{url}"], check=True)"""
-LINKS = ("[arXiv 1508.06576](https://arxiv.org/abs/1508.06576) · "
-         "[TensorFlow tutorial](https://www.tensorflow.org/tutorials/generative/style_transfer)")
+LINKS = (
+    "[arXiv 1508.06576](https://arxiv.org/abs/1508.06576) · "
+    "[TensorFlow tutorial](https://www.tensorflow.org/tutorials/generative/style_transfer)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +49,12 @@ def test_header_and_install_cell(path):
 
 def _pngs(nb) -> list[bytes]:
     """Return the PNG figures an executed notebook shows, in order."""
-    return [base64.b64decode(o["data"]["image/png"]) for c in nb.cells for o in c.get("outputs", [])
-            if "image/png" in o.get("data", {})]
+    return [
+        base64.b64decode(o["data"]["image/png"])
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
 
 
 def _check_pngs(nb, n):
@@ -56,13 +62,6 @@ def _check_pngs(nb, n):
     assert len(pngs) == n, f"{len(pngs)} figures, expected {n}"
     for png in pngs:
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-
-
-def _figures(out, names):
-    for name in names:
-        path = out / name
-        assert path.is_file() and path.stat().st_size > 5000, f"{name} missing or empty"
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _markdown(nb):
@@ -88,7 +87,9 @@ def test_02_images(tmp_path):
     errors = [float(x) for x in re.findall(r"max abs round-trip error[^:]*: (\S+)", text)]
     assert len(errors) == 2 and max(errors) < 1e-4
     # the text's account of the middle panel: the swap and the means add up to what it shows
-    shown, swap, means = map(float, re.search(r"shown as RGB: 'red' - 'blue' = (\S+) = (\S+) \(the swap\) (\S+)", text).groups())
+    shown, swap, means = map(
+        float, re.search(r"shown as RGB: 'red' - 'blue' = (\S+) = (\S+) \(the swap\) (\S+)", text).groups()
+    )
     assert abs(shown - swap - means) < 0.11 and abs(means - 19.7) < 0.05
     _check_pngs(nb, 3)
 
@@ -96,7 +97,9 @@ def test_02_images(tmp_path):
 def test_03_losses(tmp_path):
     nb = run_notebook("03_losses", tmp_path, SIZE=64)
     text = outputs_text(nb)
-    style_after, gram_size = map(float, re.search(r"shuffling positions: (\S+) \(mean squared Gram entry: (\S+)\)", text).groups())
+    style_after, gram_size = map(
+        float, re.search(r"shuffling positions: (\S+) \(mean squared Gram entry: (\S+)\)", text).groups()
+    )
     content_after = float(re.search(r"content loss after shuffling positions: (\S+)", text).group(1))
     assert style_after < 1e-6 * gram_size and content_after > 1.0
     assert "total_variation = [6.]" in text
@@ -104,14 +107,21 @@ def test_03_losses(tmp_path):
     assert len(shares) == 5 and abs(sum(map(float, shares.values())) - 100) < 0.5
     assert float(shares["block4_conv1"]) > 90  # the text: block4_conv1 is nearly all of the equally weighted loss
     # TV is a sum: from SIZE to 4 SIZE its per-pixel gradient grows against the mean terms' by about the area or more
-    vs_style, vs_content = map(float, re.search(r"relative to style's (\S+)x and relative to content's (\S+)x", text).groups())
+    vs_style, vs_content = map(
+        float, re.search(r"relative to style's (\S+)x and relative to content's (\S+)x", text).groups()
+    )
     assert vs_style > 10 and vs_content > 10
     # the paper/package conversion, printed after its assert_allclose checks passed
     n_c, m_c = map(int, re.search(r"N_c = (\d+), M_c = (\d+) positions", text).groups())
     assert n_c == 512 and m_c == 2 * 4  # conv5_2 of a 64x33 image
-    ratio, alpha_p, beta_p, ratio_p = map(float, re.search(
-        r"\(beta/alpha = (\S+)\)  ==  paper alpha_paper = (\S+), beta_paper = (\S+) \(beta_paper/alpha_paper = (\S+)\)",
-        text).groups())
+    ratio, alpha_p, beta_p, ratio_p = map(
+        float,
+        re.search(
+            r"\(beta/alpha = (\S+)\)  ==  paper alpha_paper = (\S+), beta_paper = (\S+) "
+            r"\(beta_paper/alpha_paper = (\S+)\)",
+            text,
+        ).groups(),
+    )
     assert abs(ratio_p / (ratio * 2 * n_c * m_c) - 1) < 1e-2
     assert abs(beta_p / alpha_p / ratio_p - 1) < 1e-2
     _check_pngs(nb, 3)  # the Gram heatmaps, the candidates, the loss comparison
@@ -128,11 +138,20 @@ def test_04_optimize(tmp_path):
     last = re.search(r"the same loss after each of 6 evaluations; last (\S+) vs (\S+)", text).groups()
     assert abs(float(last[0]) / float(last[1]) - 1) < 1e-3
     # the whole algorithm on one screen reproduces stylize(optimizer="adam")
-    one_screen = float(re.search(r"one screen vs nst.stylize\(optimizer='adam'\): the same loss at each of 3 steps, "
-                                 r"largest relative difference (\S+)", text).group(1))
+    one_screen = float(
+        re.search(
+            r"one screen vs nst.stylize\(optimizer='adam'\): the same loss at each of 3 steps, "
+            r"largest relative difference (\S+)",
+            text,
+        ).group(1)
+    )
     assert one_screen < 1e-3
-    runs = {name: (int(n), float(first), float(best)) for name, n, first, best in
-            re.findall(r"^(lbfgs|adam): (\d+) evaluations, loss (\S+) -> best (\S+)$", text, re.M)}
+    runs = {
+        name: (int(n), float(first), float(best))
+        for name, n, first, best in re.findall(
+            r"^(lbfgs|adam): (\d+) evaluations, loss (\S+) -> best (\S+)$", text, re.M
+        )
+    }
     assert set(runs) == {"lbfgs", "adam"}
     for name, (n, first, best) in runs.items():
         assert n == 8 and best < first, (name, runs[name])
@@ -143,14 +162,22 @@ def test_appendix_engineering(tmp_path):
     nb = run_notebook("appendix_engineering", tmp_path, SIZE=48, STEPS=8)
     text = outputs_text(nb)
     assert "md5:          253f8cb515780f3b799900260a226db6" in text and "verified:     True" in text
-    timing = {p: (float(ms), float(v)) for p, ms, v in re.findall(
-        r"(float32|bfloat16): +(\S+) ms per evaluation, objective at the content image (\S+)", text)}
+    timing = {
+        p: (float(ms), float(v))
+        for p, ms, v in re.findall(
+            r"(float32|bfloat16): +(\S+) ms per evaluation, objective at the content image (\S+)", text
+        )
+    }
     assert set(timing) == {"float32", "bfloat16"} and all(ms > 0 for ms, _ in timing.values())
     assert abs(timing["bfloat16"][1] / timing["float32"][1] - 1) < 0.05
     assert re.search(r"precision='auto' picks (float32|bfloat16)", text)
     # the two L-BFGS implementations timed after compiling, reaching about the same loss
-    lbfgs = {name: (float(ms), float(best)) for name, ms, best in re.findall(
-        r"(lbfgs|lbfgs-scipy): +(\S+) ms per evaluation after compiling \(.*\), best loss (\S+)", text)}
+    lbfgs = {
+        name: (float(ms), float(best))
+        for name, ms, best in re.findall(
+            r"(lbfgs|lbfgs-scipy): +(\S+) ms per evaluation after compiling \(.*\), best loss (\S+)", text
+        )
+    }
     assert set(lbfgs) == {"lbfgs", "lbfgs-scipy"} and all(ms > 0 for ms, _ in lbfgs.values())
     assert abs(lbfgs["lbfgs"][1] / lbfgs["lbfgs-scipy"][1] - 1) < 0.2
     _check_pngs(nb, 1)

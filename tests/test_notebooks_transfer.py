@@ -52,17 +52,34 @@ def test_06_layer_comparison(tmp_path):
 
 
 def test_07_tune_alpha_beta(tmp_path):
-    nb = run_notebook("07_tune_alpha_beta", tmp_path, SIZE=48, PRECOMPUTE_STEPS=3, REFINE_STEPS=2,
-                      PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3, TV_CHECK=10.0)
+    nb = run_notebook(
+        "07_tune_alpha_beta",
+        tmp_path,
+        SIZE=48,
+        PRECOMPUTE_STEPS=3,
+        REFINE_STEPS=2,
+        PRESET_RATIOS=[0.1, 3.0, 100.0],
+        SCALE_STEPS=3,
+        TV_CHECK=10.0,
+    )
     text = outputs_text(nb)
-    diffs = {(float(tv) if tv != "0" else 0.0, name): float(mean) for tv, name, mean in re.findall(
-        r"TV = (\S+), (alpha, beta x10|all three x10): pixels differ from the first picture by (\S+)/255 on average", text)}
+    diffs = {
+        (float(tv) if tv != "0" else 0.0, name): float(mean)
+        for tv, name, mean in re.findall(
+            r"TV = (\S+), (alpha, beta x10|all three x10): "
+            r"pixels differ from the first picture by (\S+)/255 on average",
+            text,
+        )
+    }
     assert len(diffs) == 4
     assert diffs[0.0, "alpha, beta x10"] < 1 and diffs[0.0, "all three x10"] < 1  # TV 0: only the ratio matters
-    assert diffs[10.0, "alpha, beta x10"] > 5 * diffs[10.0, "all three x10"]  # TV > 0: scaling alpha, beta alone changes it
+    assert (
+        diffs[10.0, "alpha, beta x10"] > 5 * diffs[10.0, "all three x10"]
+    )  # TV > 0: scaling alpha, beta alone changes it
     traced, before = map(int, re.search(r"objective traced (\d+) times in all \((\d+) before", text).groups())
     assert traced == before == 2  # loss-and-gradient and loss terms, once each; a slider never traces again
     assert re.search(r"nearest preset shown after \d+ ms, refined picture after [\d.]+ s", text)
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for c in nb.cells for o in c.get("outputs", []))  # the slider panel was displayed
+    assert any(
+        "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])
+    )  # the slider panel was displayed
     _figures(nb, 2)  # the presets and the same-ratio check

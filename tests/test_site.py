@@ -27,8 +27,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("NST_SITE_DIR") or ROOT / "build" / "book" / "html")
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -101,6 +108,7 @@ TYPESET = """async () => {
 @pytest.fixture(scope="module")
 def server(site):
     """Yield the base URL of an HTTP server on 127.0.0.1 serving the built site."""
+
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -144,12 +152,19 @@ def test_every_page_renders_offline(server, sync_api):
             context.route("**/*", route)
             page = context.new_page()
             page.set_default_timeout(60_000)
-            page.on("console", lambda m: m.type == "error" and problems.append(
-                f"{current['page']}: console error: {m.text}"))
+            page.on(
+                "console",
+                lambda m: m.type == "error" and problems.append(f"{current['page']}: console error: {m.text}"),
+            )
             page.on("pageerror", lambda e: problems.append(f"{current['page']}: script error: {e}"))
             page.on("response", lambda r: statuses.__setitem__(r.url, r.status))
-            page.on("requestfailed", lambda r: r.url.startswith(server) and problems.append(
-                f"{current['page']}: request failed: {r.url} ({r.failure})"))
+            page.on(
+                "requestfailed",
+                lambda r: (
+                    r.url.startswith(server)
+                    and problems.append(f"{current['page']}: request failed: {r.url} ({r.failure})")
+                ),
+            )
 
             queue, seen = [server + "index.html"], {server + "index.html"}
             while queue:
@@ -168,7 +183,7 @@ def test_every_page_renders_offline(server, sync_api):
                 for raw in ("$$", "\\begin{", "\\(", "\\[", "|---|"):  # TeX MathJax left, a Markdown table unparsed
                     if raw in text:
                         at = text.index(raw)
-                        excerpt = text[max(0, at - 60):at + 60]
+                        excerpt = text[max(0, at - 60) : at + 60]
                         problems.append(f"{current['page']}: raw {raw!r} in the text: ...{excerpt}...")
                 ids[url] = set(page.evaluate("Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
                 ids[url] |= set(page.evaluate("Array.from(document.querySelectorAll('a[name]')).map(e => e.name)"))
@@ -224,12 +239,13 @@ def test_notebook_pages_carry_the_header(site):
     assert not missing, f"the site at {site} has no page for {missing}: it is older than notebooks/ (make book-site)"
     for name in names:
         html = (site / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
-        header = html[html.index('class="nst-nb-header"'):]
-        header = header[:header.index("</div>")]
+        header = html[html.index('class="nst-nb-header"') :]
+        header = header[: header.index("</div>")]
         assert f'href="{repo}/blob/main/notebooks/{name}.ipynb"' in header, name
         assert f'href="../_notebooks/{name}.ipynb" download' in header, name
-        assert (f'href="https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name}.ipynb"'
-                in header), name
+        assert (
+            f'href="https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name}.ipynb"' in header
+        ), name
         served = (site / "_notebooks" / f"{name}.ipynb").read_bytes()
         assert served == (ROOT / "notebooks" / f"{name}.ipynb").read_bytes(), f"{name}: not the committed notebook"
         for label in ("View source", "Download notebook", "Run in Google Colab"):
@@ -240,13 +256,18 @@ def test_tutorial_pages_follow_the_notebooks(site):
     """The tutorial lists every notebook, by file name with appendices last, each titled by its first heading."""
     sources = sorted((ROOT / "notebooks").glob("*.ipynb"), key=lambda p: (p.stem.startswith("appendix"), p.name))
     html = (site / "notebooks" / "index.html").read_text(encoding="utf-8")
-    body = html[html.index('<article'):]
+    body = html[html.index("<article") :]
     at = [body.index(f'href="{p.stem}.html"') for p in sources]
     assert at == sorted(at), [p.stem for p in sources]
     for path in sources:
         nb = json.loads(path.read_text(encoding="utf-8"))
-        heading = next(line[2:].strip() for c in nb["cells"] if c["cell_type"] == "markdown"
-                       for line in "".join(c["source"]).splitlines() if line.startswith("# "))
+        heading = next(
+            line[2:].strip()
+            for c in nb["cells"]
+            if c["cell_type"] == "markdown"
+            for line in "".join(c["source"]).splitlines()
+            if line.startswith("# ")
+        )
         page = (site / "notebooks" / f"{path.stem}.html").read_text(encoding="utf-8")
         title = re.search(r"<title>(.*?)</title>", page, re.DOTALL).group(1)
         words = re.sub(r"[^\w]+", " ", heading).split()
@@ -261,8 +282,9 @@ def test_readme_is_a_front_door_into_the_site():
     site_url = f"https://{owner}.github.io/{name}/"
     links = re.findall(r"\]\((https://[^)\s]+)\)", readme)
     pages = [u for u in links if ".github.io/" in u]
-    assert pages and all(u.startswith(site_url) for u in pages), \
+    assert pages and all(u.startswith(site_url) for u in pages), (
         f"README site links must start with {site_url} (from [project.urls] Repository)"
+    )
     linked = {u.removeprefix(site_url + "notebooks/").removesuffix(".html") for u in pages if "/notebooks/" in u}
     names = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert linked == names, f"README's notebooks table links {sorted(linked)}; notebooks/ has {sorted(names)}"

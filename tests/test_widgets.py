@@ -5,11 +5,20 @@ import io
 import ipywidgets as W
 import numpy as np
 import pytest
+from conftest import synthetic_image
 from PIL import Image
 
-from conftest import synthetic_image
-from nst_utils.widgets import (SLIDER_FORMAT, PreviewEngine, SliderPanel, fmt, format_ratio, nearest_index, nearest_stop,
-                               png_bytes, tv_stops)
+from nst_utils.widgets import (
+    SLIDER_FORMAT,
+    PreviewEngine,
+    SliderPanel,
+    fmt,
+    format_ratio,
+    nearest_index,
+    nearest_stop,
+    png_bytes,
+    tv_stops,
+)
 
 RATIOS = (1e-1, 1e1, 1e3)  # beta/alpha for the normalised network (the engine's default)
 
@@ -33,7 +42,11 @@ def test_helpers():
     stops = tv_stops(0.0)
     assert stops[0] == 0.0 and stops[1] == pytest.approx(1e-6) and stops[-1] == pytest.approx(1.0) and len(stops) == 26
     assert stops == sorted(stops) and 30.0 in tv_stops(30.0) and tv_stops(30.0)[1] == pytest.approx(0.1)
-    assert nearest_stop(stops, 0.0) == 0 and nearest_stop(stops, -1) == 0 and stops[nearest_stop(stops, 1.1e-3)] == pytest.approx(1e-3)
+    assert (
+        nearest_stop(stops, 0.0) == 0
+        and nearest_stop(stops, -1) == 0
+        and stops[nearest_stop(stops, 1.1e-3)] == pytest.approx(1e-3)
+    )
     img = synthetic_image(20, 30)
     back = np.asarray(Image.open(io.BytesIO(png_bytes(img)))) / 255.0
     assert back.shape == (20, 30, 3) and np.abs(back - img).max() <= 1 / 255 + 1e-6
@@ -73,7 +86,9 @@ def test_only_the_ratio_matters(engine):
     engine.jump(engine.alpha, engine.beta, 0.0)  # the default: no TV term, so alpha and beta set the whole scale
     check = engine.scale_check(10.0, steps=4)
     assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] < 1 / 255
-    check = engine.scale_check(10.0, steps=4, tv=10.0)  # a strong TV term: scaling alpha, beta alone changes the picture
+    check = engine.scale_check(
+        10.0, steps=4, tv=10.0
+    )  # a strong TV term: scaling alpha, beta alone changes the picture
     assert engine.tv == 0.0 and check["tv"] == 10.0  # the engine's own weights are left as they were
     assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] > 1e-3
     # float rounding moves a few pixels of the all-scaled run; on average TV's relative change moves far more
@@ -84,7 +99,9 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     panel = SliderPanel(engine)
     assert isinstance(panel.beta, W.FloatLogSlider) and not panel.beta.continuous_update
     assert panel.beta.readout_format == SLIDER_FORMAT
-    assert panel.beta.min <= np.log10(engine.alpha * min(RATIOS)) and panel.beta.max >= np.log10(engine.alpha * max(RATIOS))
+    assert panel.beta.min <= np.log10(engine.alpha * min(RATIOS)) and panel.beta.max >= np.log10(
+        engine.alpha * max(RATIOS)
+    )
     h, w = engine.current.shape[:2]
     shown_w, shown_h = int(panel.preview.layout.width[:-2]), int(panel.preview.layout.height[:-2])
     assert (shown_w == 640 or shown_h == 480) and shown_w <= 640 and shown_h <= 480  # shown large, in its box
