@@ -89,7 +89,7 @@ def vgg_input_view(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
 
 
-# --- notebook 03: what layers see --------------------------------------------------------------------------
+# --- notebook 05: what layers see --------------------------------------------------------------------------
 
 
 def feature_maps(
@@ -211,7 +211,7 @@ def reconstruct_style(
     return out
 
 
-# --- notebook 04: the loss terms ---------------------------------------------------------------------------
+# --- notebook 03: the loss terms ---------------------------------------------------------------------------
 
 
 def layer_features(image: np.ndarray, layer: str, weights: str | os.PathLike | None = None) -> np.ndarray:
@@ -251,7 +251,7 @@ def loss_table(
     return rows
 
 
-# --- notebook 07: why the raw network's layers are unequal ---------------------------------------------------
+# --- notebook 06: why the raw network's layers are unequal ---------------------------------------------------
 
 
 def gram_magnitudes(

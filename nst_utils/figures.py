@@ -1,4 +1,4 @@
-"""The layer figures of notebook 07 and the README: the block1-vs-block5 pair and Gatys et al.'s Fig. 3 grid.
+"""The layer figures of notebook 06 and the README: the block1-vs-block5 pair and Gatys et al.'s Fig. 3 grid.
 
 `python -m nst_utils.figures --size 384` (or `make figures`) writes both into docs/figures.
 """
