@@ -231,6 +231,7 @@ nb_ipywidgets_js = {
     "widgets/embed.js": {"data-jupyter-widgets-cdn": "/nonexistent-cdn/", "data-jupyter-widgets-cdn-only": ""}
 }
 html_css_files = ["nst.css"]
+html_js_files = [("mathjax2-shim.js", {"priority": 100})]  # before MathJax and the widgets: see the file
 
 # --- theme -------------------------------------------------------------------------------------------------------
 
