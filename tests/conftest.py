@@ -19,6 +19,19 @@ if (SHARED / "weights").is_dir():
 if (SHARED / "data" / "images").is_dir():
     os.environ.setdefault("NST_DATA_DIR", str(SHARED / "data" / "images"))
 
+# Debian's Chromium as the browser tests start it (tests/test_browser.py, tests/test_site.py): headless, no sandbox
+# (root), and none of its background connections to Google's hosts, which this machine's closed network refuses.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
 import nst_utils  # noqa: E402  (after the environment is set)
 from nst_utils import assets  # noqa: E402
 

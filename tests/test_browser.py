@@ -17,20 +17,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CHROMIUM
+from conftest import CHROMIUM_FLAGS as FLAGS
 
-CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_tune_alpha_beta.ipynb"
 TOKEN = "nst-browser-test-token"
 TINY = dict(SIZE=64, PRECOMPUTE_STEPS=8, REFINE_STEPS=6, PRESET_RATIOS=[0.1, 3.0, 100.0], SCALE_STEPS=3)
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 
 playwright_sync = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[browser]')"

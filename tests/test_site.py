@@ -23,19 +23,11 @@ from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
 
 import pytest
+from conftest import CHROMIUM
+from conftest import CHROMIUM_FLAGS as FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("NST_SITE_DIR") or ROOT / "build" / "book" / "html")
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
