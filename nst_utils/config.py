@@ -83,8 +83,8 @@ INITS = ("content", "noise", "style")
 PRESERVE_COLORS = ("luminance", "histogram")  # Gatys et al. 2016, "Controlling Perceptual Factors"
 STYLE_STATISTICS = ("gram", "wasserstein")  # objective.STATISTICS: Gram matrices (Gatys), or Gaussians' W2 distance
 # Gatys et al.'s network (channels normalised to mean activation 1, average pooling) and the weights measured for it
-# (the layer-comparison and slider notebooks, 06 and 07): with alpha 1, beta/alpha from 1e-1 (mostly the photo) to 1e2 (mostly the painting) is the useful
-# range at 128-384 px; 3 keeps both plain to see. No TV term, as in the paper.
+# (the layer-comparison and slider notebooks, 06 and 07): with alpha 1, beta/alpha from 1e-1 (mostly the photo) to
+# 1e2 (mostly the painting) is the useful range at 128-384 px; 3 keeps both plain to see. No TV term, as in the paper.
 NORMALIZED = {"normalize_vgg": True, "pooling": "avg", "alpha": 1.0, "beta": 3.0, "tv": 0.0}
 GRID_RATIOS = (1e-1, 1.0, 10.0, 100.0)  # beta/alpha of the Fig. 3 grid and `nst sweep`: mostly content -> mostly style
 RAW_GRID_RATIOS = (1e-7, 1e-6, 1e-5, 1e-4)  # the same for the raw VGG19 with the tutorial's weights
