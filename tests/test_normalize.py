@@ -103,7 +103,7 @@ def test_cumulative_sweep_progresses_along_both_axes():
     results = sweep(
         "tubingen.jpg",
         "starry_night.jpg",
-        StyleConfig.normalized(size=size, steps=25, style_layers=layers),
+        StyleConfig.normalized(size=size, steps=25, style_layers=layers, precision="float32"),
         grid_settings(cumulative_layer_weights(len(layers)), ratios),
         progress=False,
     )
