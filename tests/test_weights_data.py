@@ -120,3 +120,14 @@ def test_registry_is_package_data_and_the_only_copy():
     ]
     assert copies == [Path("nst_utils/registry.json")]  # one source of truth, nothing to drift
     assert '"registry.json"' in (root / "pyproject.toml").read_text()  # listed as package data
+
+
+def test_weights_for_keras_puts_the_verified_file_where_keras_looks(weights_path, monkeypatch, no_env):
+    monkeypatch.setenv("NST_VGG19_WEIGHTS", str(weights_path))
+    cached = assets.weights_for_keras()
+    assert cached == assets.keras_cache() / assets.WEIGHTS_FILE and cached.parent.parent == no_env / "keras"
+    assert assets.md5(cached) == assets.WEIGHTS_MD5
+    assert assets.weights_for_keras() == cached  # again: nothing to do
+    assert sorted(p.name for p in cached.parent.iterdir()) == [assets.WEIGHTS_FILE]  # no temp file left
+    monkeypatch.delenv("NST_VGG19_WEIGHTS")
+    assert assets.weights_path(download=False) == cached  # Keras and the package now find it without the variable
