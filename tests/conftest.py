@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = [
 ]
 
 import nst_utils  # noqa: E402  (after the environment is set)
-from nst_utils import assets  # noqa: E402
+from nst_utils import assets, cli  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +68,12 @@ def style_image() -> np.ndarray:
     img = synthetic_image(64, 64, 2)
     img[::6] = [0.9, 0.2, 0.1]
     return img
+
+
+def nst_in_process(capsys, *argv: str) -> tuple[int, str]:
+    """Return (exit code, stderr) of `nst ARGV` run in this process (argparse's exits included)."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import nst_in_process as _cli
 
 from nst_utils import NSTError, StyleConfig, cli, stylize
 from nst_utils.run import plan, run
-
-
-def _cli(capsys, *argv: str) -> tuple[int, str]:
-    """Return (exit code, stderr) of `nst ARGV` run in this process."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import nst_in_process as _cli
 from PIL import Image
 
 import nst_utils.run as opt
-from nst_utils import NSTError, cli, outputs, stylize
+from nst_utils import NSTError, outputs, stylize
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "images"
@@ -183,15 +184,6 @@ def _no_run(monkeypatch) -> list:
     called: list = []
     monkeypatch.setattr(opt, "stylize", lambda *a, **k: called.append(1))
     return called
-
-
-def _cli(capsys, *argv: str) -> tuple[int, str]:
-    """Return (exit code, stderr) of `nst ARGV` run in this process."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["-o", "--log", "--plot", "--checkpoint"])
