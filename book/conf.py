@@ -128,12 +128,8 @@ def colab_url(name: str) -> str:
 
 
 def write_tutorial_pages(sources: list[Path]) -> None:
-    """Write the tutorial's index page and the notebooks table the landing page includes."""
-    rows = ["| | notebook |", "|---|---|"]
-    for src in sources:
-        number = src.stem.split("_")[0] if src.stem[:2].isdigit() else "appendix"
-        rows.append(f"| {number} | [{notebook_title(src)}](/notebooks/{src.stem}.ipynb) |")
-    table = "\n".join(rows) + "\n"
+    """Write the tutorial's index page and the list of notebooks the landing page includes."""
+    table = "".join(f"- [{notebook_title(src)}](/notebooks/{src.stem}.ipynb) (`{src.name}`)\n" for src in sources)
     (STAGE / "_table.md").write_text(table, encoding="utf-8")
     toctree = "\n".join(src.stem for src in sources)
     how = (

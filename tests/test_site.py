@@ -60,12 +60,12 @@ def sync_api(site):
 
 def repository() -> str:
     """Return the repository URL, set in one place: pyproject's [project.urls] Repository."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     if sys.version_info >= (3, 11):
         import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    return pyproject["project"]["urls"]["Repository"].rstrip("/")
+
+        return tomllib.loads(text)["project"]["urls"]["Repository"].rstrip("/")
+    return re.search(r'^Repository\s*=\s*"([^"]+)"', text, re.MULTILINE).group(1).rstrip("/")  # Python 3.10
 
 
 # Visible text outside code, scripts and typeset maths: raw TeX here means MathJax did not typeset it.
