@@ -58,10 +58,11 @@ class Tracker:
         """Record one evaluation of a batch of one image ((1, H, W, 3) and its (1,) terms)."""
         self.record(images[0], terms)
 
-    def record_chunk(self, terms: dict[str, np.ndarray], image: Callable[[], np.ndarray]) -> bool:
+    def record_chunk(self, terms: dict[str, np.ndarray], images: Callable[[], np.ndarray]) -> bool:
         """Record n evaluations (terms: one (n,) or (n, 1) array each), notify once; return False if one is not finite.
 
-        The best image stays with the optimiser; `image()` fetches the latest evaluated one only if a callback wants it.
+        The best image stays with the optimiser; `images()` fetches the latest evaluated batch only if a callback
+        wants it (the callback sees `shown(images)`: the one image of a batch of one here, the batch in a BatchTracker).
         """
         rows = [self._row(terms, i) for i in range(len(terms["total"]))]
         recorded = 0
@@ -70,8 +71,13 @@ class Tracker:
                 break
             recorded += 1
         if recorded:
-            self._notify(recorded, image, rows[recorded - 1])
+            self._notify(recorded, self.shown(images), rows[recorded - 1])
         return recorded == len(rows)
+
+    @staticmethod
+    def shown(images: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+        """Return a fetcher of what the callback sees from a fetcher of the latest batch: its one HxWx3 image."""
+        return lambda: images()[0]
 
     def _row(self, terms: dict[str, np.ndarray], i: int) -> dict:
         """Return evaluation `i` of a chunk's terms as one row (floats here; per-image arrays in a BatchTracker)."""
@@ -184,6 +190,11 @@ class BatchTracker(Tracker):
                 self.history[i][k].append(float(terms[k][i]))
         self.best_loss = np.minimum(self.best_loss, total)
         return True
+
+    @staticmethod
+    def shown(images: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+        """Return `images`: a sweep's callback sees the whole latest batch."""
+        return images
 
     def _notify(self, n: int, images: Callable[[], np.ndarray], terms: dict[str, np.ndarray]) -> None:
         """Advance the progress bar by n and call the callback with the latest batch (True from it stops the run)."""

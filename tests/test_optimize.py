@@ -77,3 +77,18 @@ def test_nan_loss_stops_and_keeps_last_good_image(monkeypatch, content_image, st
     r = stylize(content_image, style_image, size=64, steps=10, progress=False, callback=cb, optimizer=optimizer)
     assert r.steps == 3 and "loss became nan" in r.message and np.isfinite(r.image).all()
     assert r.best_loss == min(r.history["total"])
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lbfgs-scipy", "adam"])
+def test_the_callback_sees_one_hxwx3_image(content_image, style_image, optimizer):
+    seen = []
+    r = stylize(
+        content_image,
+        style_image,
+        size=48,
+        steps=4,
+        optimizer=optimizer,
+        progress=False,
+        callback=lambda step, image, terms: seen.append(np.shape(image)),
+    )
+    assert seen and all(shape == r.image.shape for shape in seen), seen  # as documented, whatever the optimiser
