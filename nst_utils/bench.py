@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from .config import StyleConfig, layer_shapes
-from .host import best_seconds, peak_memory_mb
+from .host import best_seconds, freeze_heap, peak_memory_mb
 from .inputs import prepare_inputs
 from .model import resolve_precision
 from .objective import build_objective
@@ -75,7 +75,7 @@ class Quadratic:
         rng = np.random.default_rng(0)
         self.weight = tf.constant(rng.uniform(0.1, 10.0, (1,) + tuple(shape)), tf.float32)
         self.centre = tf.constant(rng.uniform(-0.5, 1.5, (1,) + tuple(shape)), tf.float32)  # partly outside [0, 1]
-        self.value_and_grad = tf.function(self._value_and_grad)
+        self.value_and_grad = tf.function(self._value_and_grad, autograph=False)
 
     def _value_and_grad(self, image: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Return ({term: (batch,) values}, gradient); the whole value sits in `total` (and `content`)."""
@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="also print one JSON object per run, one line each")
     p.add_argument("--save", metavar="PREFIX", help="write PREFIX_<optimizer>.png and PREFIX.json")
     args = p.parse_args(argv)
+    freeze_heap()  # as the CLI does once TensorFlow is in
     size = args.size or (128 if args.quick else 512)
     steps = args.baseline_steps or (100 if args.quick else 1000)
 

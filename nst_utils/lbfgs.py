@@ -100,7 +100,7 @@ class ProjectedLBFGS:
         self.fresh = var(1, tf.bool)
         self.image_shape = tf.Variable(tf.zeros([rank], tf.int32), trainable=False)  # (batch, ...) of the images
         self.resize(shape)
-        self.iterate = tf.function(self._iterate, input_signature=[tf.TensorSpec([], tf.int32)])
+        self.iterate = tf.function(self._iterate, input_signature=[tf.TensorSpec([], tf.int32)], autograph=False)
 
     @property
     def shape(self) -> tuple[int, ...]:

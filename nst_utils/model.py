@@ -69,7 +69,7 @@ def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
     x = tf.cast(tf.random.stateless_uniform((1, 64, 64, 128), (1, 2)), dtype)
     k = tf.cast(tf.random.stateless_uniform((3, 3, 128, 128), (3, 4)) * 0.01, dtype)
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -202,7 +202,9 @@ class FeatureExtractor:
         )
         # Always a graph, eager or not: targets and losses then round identically (matters in bfloat16, where
         # graph rewrites such as fused convolution + bias + ReLU round at other points than eager execution).
-        self._graph = tf.function(self._features, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        self._graph = tf.function(
+            self._features, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False
+        )
 
     def _features(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         """Return {layer name: activation} for a float32 batch of RGB images in [0, 1] (scaled if normalised)."""

@@ -169,8 +169,8 @@ class Objective:
         self.style_layer_weights = _var(w)
         self.content_targets = {n: None for n in self.content_layers}
         self.style_targets = {n: None for n in self.style_layers}
-        self.loss_terms = tf.function(self._loss_terms, input_signature=[IMAGE_SPEC])
-        self.value_and_grad = tf.function(self._value_and_grad, input_signature=[IMAGE_SPEC])
+        self.loss_terms = tf.function(self._loss_terms, input_signature=[IMAGE_SPEC], autograph=False)
+        self.value_and_grad = tf.function(self._value_and_grad, input_signature=[IMAGE_SPEC], autograph=False)
 
     def set_weights(
         self,

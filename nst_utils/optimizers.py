@@ -18,7 +18,7 @@ from .lbfgs import FIRST_STEP, ProjectedLBFGS, ValueAndGrad, objective_scale
 from .objective import Objective
 from .tracking import TERMS, Stop, Tracker
 
-CALL_SECONDS = 1.0  # each compiled L-BFGS call runs about this long: progress and callbacks update once a second
+CALL_SECONDS = 0.25  # each compiled L-BFGS call runs about this long: progress and callbacks update 4 times a second
 MAX_CALL_EVALS = 1000  # and makes at most this many evaluations
 
 
@@ -153,7 +153,7 @@ class Adam:
         self.kept = [v for v in self.opt.variables if "learning_rate" not in v.name]  # iteration, moments, velocities
         for var, value in zip(self.kept, state or []):
             var.assign(value)
-        self.step = tf.function(self._step)
+        self.step = tf.function(self._step, autograph=False)
 
     def _step(self) -> dict[str, tf.Tensor]:
         """Return the loss terms at the current images, after moving them one Adam step (clipped to [0, 1])."""
