@@ -190,6 +190,24 @@ class Objective:
             if value is not None:
                 var.assign(tf.convert_to_tensor(value, tf.float32))
 
+    def aim(self, config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray], blend=None) -> None:
+        """Take `config`'s weights and these images' targets, in place (images of any size; never retraces)."""
+        self.set_weights(config.alpha, config.beta, config.tv, config.layer_weights())
+        self.set_content(content[None])
+        self.set_style([s[None] for s in styles], blend)
+
+    def serves(self, config: StyleConfig, weights: str | os.PathLike | None = None) -> bool:
+        """Return True if this objective computes `config`'s once aimed: the same network, layers and statistic (what
+        its traced graph holds; the weights and targets are variables). A guided objective serves only its mask."""
+        layers = config.content_layers + config.style_layers
+        return (
+            type(self) is Objective
+            and self.extractor is get_extractor(layers, config.pooling, weights, config.precision, config.normalize_vgg)
+            and self.content_layers == tuple(config.content_layers)
+            and self.style_layers == tuple(config.style_layers)
+            and self.statistic is STATISTICS[config.style_statistic]
+        )
+
     def set_content(self, image) -> None:
         """Compute and store the content targets from an RGB image batch in [0, 1]."""
         feats = self.extractor(image)
@@ -327,10 +345,9 @@ def build_objective(
             style_layer_weights=config.layer_weights(),
             statistic=config.style_statistic,
         )
-        obj.set_content(content[None])
         if mask is not None:
             obj.set_guides(regions(mask, len(styles)))
-        obj.set_style([s[None] for s in styles], blend)
+        obj.aim(config, content, styles, blend)
     return obj
 
 

@@ -125,6 +125,8 @@ def run_lbfgs(
     image stays on the device until the run ends (or is interrupted), then lands in `tracker.best_image`.
     """
     opt = lbfgs if lbfgs is not None else new_lbfgs(objective.value_and_grad, (1,) + x0.shape, memory)
+    if state:
+        opt.resize((1,) + x0.shape)  # a kept optimiser may hold other images, or none
     if not (state and opt.restore(state)):
         opt.start(x0[None])
     try:

@@ -5,6 +5,9 @@ The pieces live one layer down: the objective in objective.py, the optimisers in
 tracking.py. Coarse-to-fine starts (`config.scales`, off by default) optimise at small sizes first, upsample and hand
 the full-size run a better start; one Objective serves every coarse scale (its targets are recomputed per scale into
 shape-free variables, so the loss is traced once for all of them).
+
+A process keeps the objectives (and their L-BFGS) of its last runs: a later run of the same network, layers and
+statistic, at any size, weights or images, takes one and traces nothing (a notebook kernel traces once per structure).
 """
 
 from __future__ import annotations
@@ -60,7 +63,39 @@ class Plan:
     objective: Objective
     x0: np.ndarray
     ckpt: ckpt_mod.Checkpoint | None = None
-    lbfgs: ProjectedLBFGS | None = None  # the L-BFGS coarse-to-fine ran (traced once), which the run goes on with
+    lbfgs: ProjectedLBFGS | None = None  # the objective's traced L-BFGS (coarse-to-fine's, a kept one, the run's)
+
+
+IDLE_KEPT = 4  # objectives (with their L-BFGS) kept for later runs in this process, newest first
+_IDLE: list[tuple[Objective, ProjectedLBFGS | None]] = []
+
+
+def take_objective(
+    config: StyleConfig, inputs: Inputs, weights: str | os.PathLike | None = None
+) -> tuple[Objective, ProjectedLBFGS | None]:
+    """Return an Objective for `config` aimed at `inputs`, and the L-BFGS traced with it if any: a kept one that serves
+    `config` (nothing to trace), else a new one (and None)."""
+    for i, (objective, lbfgs) in enumerate(_IDLE if inputs.mask is None else ()):
+        if objective.serves(config, weights):
+            del _IDLE[i]
+            objective.aim(config, inputs.content, inputs.styles, inputs.blend)
+            return objective, lbfgs
+    return build_objective(config, inputs.content, inputs.styles, inputs.blend, weights, mask=inputs.mask), None
+
+
+def keep_objective(p: Plan) -> None:
+    """Keep the plan's objective and L-BFGS for a later run (the newest IDLE_KEPT; the L-BFGS lets go of its images)."""
+    if type(p.objective) is not Objective:  # a guided objective holds its mask
+        return
+    if p.lbfgs is not None:
+        p.lbfgs.resize((0,) + p.lbfgs.shape[1:])
+    _IDLE.insert(0, (p.objective, p.lbfgs))
+    del _IDLE[IDLE_KEPT:]
+
+
+def forget_objectives() -> None:
+    """Drop the kept objectives: the next run builds and traces its own (as a new process would)."""
+    _IDLE.clear()
 
 
 def stylize(
@@ -105,15 +140,18 @@ def stylize(
         **overrides,
     )
     t1 = time.perf_counter()
-    result = run(
-        run_plan,
-        callback=callback,
-        progress=progress,
-        save_every=save_every,
-        output=output,
-        checkpoint=where,
-        during_run=during_run,
-    )
+    try:
+        result = run(
+            run_plan,
+            callback=callback,
+            progress=progress,
+            save_every=save_every,
+            output=output,
+            checkpoint=where,
+            during_run=during_run,
+        )
+    finally:
+        keep_objective(run_plan)
     write_outputs(result, output=output, plot=plot)
     t2 = time.perf_counter()
     result.timings = {"setup_s": t1 - t0, "optimize_s": t2 - t1, "total_s": t2 - t0}
@@ -131,7 +169,8 @@ def plan(
     resume: str | os.PathLike | None = None,
     **overrides,
 ) -> Plan:
-    """Return the Plan of a run: config (merged with a checkpoint's), memory checked, inputs, objective, start image."""
+    """Return the Plan of a run: config (merged with a checkpoint's), memory checked, inputs, objective (a kept one
+    if it serves: take_objective), start image."""
     ckpt = ckpt_mod.load(resume) if resume is not None else None
     config = (
         _resumed_config(ckpt, content, style, style_mask, config, overrides)
@@ -143,7 +182,7 @@ def plan(
     content_img, style_imgs = inputs.content, inputs.styles
     if config.seed is not None:
         tf.random.set_seed(config.seed)
-    objective = build_objective(config, content_img, style_imgs, inputs.blend, weights, mask=inputs.mask)
+    objective, lbfgs = take_objective(config, inputs, weights)
     if ckpt:
         x0 = ckpt.image
     elif init_image is not None:
@@ -152,13 +191,12 @@ def plan(
         x0 = initial_image(config, content_img, style_imgs[0])
     if x0.shape != content_img.shape:
         x0 = resize(np.clip(x0, 0, 1), content_img.shape[:2])
-    lbfgs = None
     if config.scales and not ckpt and inputs.mask is None:  # coarse-to-fine start (config.scales; off by default)
-        lbfgs = new_lbfgs(objective.value_and_grad, (1,) + content_img.shape)  # one trace for every scale and the run
+        lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + content_img.shape)  # one trace: scales and run
         x0 = coarse_to_fine(
             config, content_img, style_imgs, x0, inputs.blend, weights, objective=objective, lbfgs=lbfgs
         )
-    return Plan(config, inputs, objective, x0, ckpt, lbfgs if config.optimizer == "lbfgs" else None)
+    return Plan(config, inputs, objective, x0, ckpt, lbfgs)
 
 
 def run(
@@ -179,9 +217,9 @@ def run(
     config, inputs, ckpt = p.config, p.inputs, p.ckpt
     h, w = inputs.content.shape[:2]
     state = ckpt.optimizer_state if ckpt else None
-    lbfgs = (
-        (p.lbfgs or new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape)) if config.optimizer == "lbfgs" else None
-    )
+    if config.optimizer == "lbfgs" and p.lbfgs is None:
+        p.lbfgs = new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape)
+    lbfgs = p.lbfgs if config.optimizer == "lbfgs" else None
     adam = (
         Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state)
         if config.optimizer == "adam"

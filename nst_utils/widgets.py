@@ -172,7 +172,7 @@ class PreviewEngine:
         t0 = time.perf_counter()
 
         def cb(step, image, terms):
-            if on_progress is not None:  # once per compiled L-BFGS call (about a second of evaluations)
+            if on_progress is not None:  # once per compiled L-BFGS call (about a quarter second of evaluations)
                 on_progress(image)
             late = seconds is not None and time.perf_counter() - t0 > seconds
             return late or (cancelled is not None and cancelled())

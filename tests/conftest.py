@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,19 @@ CHROMIUM_FLAGS = [
 
 import nst_utils  # noqa: E402  (after the environment is set)
 from nst_utils import assets, cli  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def cold_runs():
+    """Start and leave every test without kept objectives (run.py keeps the last runs' for the next): a test that
+    wraps or poisons its run's objective never hands it to another test."""
+    run = sys.modules.get("nst_utils.run")  # imported by whichever test ran one (TensorFlow stays lazy otherwise)
+    if run is not None:
+        run.forget_objectives()
+    yield
+    run = sys.modules.get("nst_utils.run")
+    if run is not None:
+        run.forget_objectives()
 
 
 @pytest.fixture(scope="session")

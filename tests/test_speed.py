@@ -96,6 +96,10 @@ def test_bench_quick_runs_end_to_end(capsys):
         if r["fixed_s"] is not None:
             assert f"{r['optimizer']} {r['fixed_s']:.1f} s" in fixed
     assert runs[0]["fixed_s"] is not None  # 4 Adam steps: enough to measure a steady one
+    # each L-BFGS ran once more, warm (the kept objective): its fixed cost is printed too
+    warm = next(line for line in out if line.startswith("fixed cost of a later run"))
+    for r in runs[1:]:
+        assert r["warm_fixed_s"] is not None and f"{r['optimizer']} {r['warm_fixed_s']:.2f} s" in warm
 
 
 def test_lbfgs_runs_with_single_threaded_blas_and_restores_it(content_image, style_image):
