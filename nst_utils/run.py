@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-import tensorflow as tf
 
 from . import checkpoint as ckpt_mod
 from . import outputs
@@ -180,8 +179,6 @@ def plan(
     check_source(ckpt.inputs.content if ckpt else content, config)  # refuse a run that cannot fit, before loading
     inputs = ckpt.inputs if ckpt else prepare_inputs(config, content, style, style_mask)
     content_img, style_imgs = inputs.content, inputs.styles
-    if config.seed is not None:
-        tf.random.set_seed(config.seed)
     objective, lbfgs = take_objective(config, inputs, weights)
     if ckpt:
         x0 = ckpt.image

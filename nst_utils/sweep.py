@@ -160,8 +160,6 @@ def sweep(
     t0 = time.perf_counter()
     inputs = prepare_inputs(config, content, style)  # the same loading, style scale, blend and colours as stylize
     content_img, style_imgs = inputs.content, inputs.styles
-    if config.seed is not None:
-        tf.random.set_seed(config.seed)
     batch = _Batch(config, configs, content_img, style_imgs, inputs.blend, weights, replica_devices(devices))
     n = len(configs)
     if init_images is None:
