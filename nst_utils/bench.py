@@ -4,7 +4,7 @@ All run in one process, one after the other, on the same objective (the package'
 layers and weights) at the same size, each from a fresh `stylize` call started cold (the kept objectives forgotten:
 trace and target time included, as in a new process). Every objective value printed is the full-size objective; the
 final images are re-evaluated on one shared objective. Each L-BFGS then runs once more, warm (it takes the objective
-the last run kept), and its fixed cost is printed: what a notebook's later runs pay.
+the last run kept), and its fixed cost and time to the target are printed: what a notebook's later runs pay.
 
     python -m nst_utils.bench            # 512 px, 1000 tutorial steps, then each L-BFGS for as long
     python -m nst_utils.bench --fast-max-s 600   # the same, each L-BFGS capped at 600 s
