@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -67,6 +68,7 @@ class Plan:
 
 IDLE_KEPT = 4  # objectives (with their L-BFGS) kept for later runs in this process, newest first
 _IDLE: list[tuple[Objective, ProjectedLBFGS | None]] = []
+_IDLE_LOCK = threading.Lock()  # runs in threads never take the same one
 
 
 def take_objective(
@@ -74,11 +76,12 @@ def take_objective(
 ) -> tuple[Objective, ProjectedLBFGS | None]:
     """Return an Objective for `config` aimed at `inputs`, and the L-BFGS traced with it if any: a kept one that serves
     `config` (nothing to trace), else a new one (and None)."""
-    for i, (objective, lbfgs) in enumerate(_IDLE if inputs.mask is None else ()):
-        if objective.serves(config, weights):
-            del _IDLE[i]
-            objective.aim(config, inputs.content, inputs.styles, inputs.blend)
-            return objective, lbfgs
+    with _IDLE_LOCK:
+        found = next((i for i, (o, _) in enumerate(_IDLE) if inputs.mask is None and o.serves(config, weights)), None)
+        kept = _IDLE.pop(found) if found is not None else None
+    if kept is not None:
+        kept[0].aim(config, inputs.content, inputs.styles, inputs.blend)
+        return kept
     return build_objective(config, inputs.content, inputs.styles, inputs.blend, weights, mask=inputs.mask), None
 
 
@@ -88,13 +91,15 @@ def keep_objective(p: Plan) -> None:
         return
     if p.lbfgs is not None:
         p.lbfgs.resize((0,) + p.lbfgs.shape[1:])
-    _IDLE.insert(0, (p.objective, p.lbfgs))
-    del _IDLE[IDLE_KEPT:]
+    with _IDLE_LOCK:
+        _IDLE.insert(0, (p.objective, p.lbfgs))
+        del _IDLE[IDLE_KEPT:]
 
 
 def forget_objectives() -> None:
     """Drop the kept objectives: the next run builds and traces its own (as a new process would)."""
-    _IDLE.clear()
+    with _IDLE_LOCK:
+        _IDLE.clear()
 
 
 def stylize(

@@ -8,6 +8,7 @@ from conftest import synthetic_image
 
 from nst_utils import StyleConfig, stylize
 from nst_utils import run as run_mod
+from nst_utils.inputs import prepare_inputs
 
 
 def kept() -> tuple:
@@ -74,3 +75,13 @@ def test_only_the_newest_few_are_kept():
         stylize(synthetic_image(), synthetic_image(seed=5), size=32, steps=2, style_layers=(layer,), progress=False)
     assert len(run_mod._IDLE) == run_mod.IDLE_KEPT
     assert run_mod._IDLE[0][0].style_layers == ("block5_conv1",)
+
+
+def test_a_kept_objective_serves_one_run_at_a_time():
+    config = StyleConfig(size=48, steps=2)
+    stylize(synthetic_image(), synthetic_image(seed=5), config, progress=False)
+    objective = kept()[0]
+    inputs = prepare_inputs(config, synthetic_image(), synthetic_image(seed=5))
+    first, _ = run_mod.take_objective(config, inputs)
+    second, _ = run_mod.take_objective(config, inputs)  # the kept one is out: a run beside the first builds its own
+    assert first is objective and second is not objective and run_mod._IDLE == []
