@@ -17,7 +17,7 @@ from .config import LAYERS, short_name
 from .images import deprocess, preprocess, resize
 from .model import get_extractor
 from .objective import content_loss, gram_matrix, style_loss, total_variation
-from .run import stylize
+from .run import Result, stylize
 
 # Gatys et al.'s Figure 1: content reconstructed from one layer per block, style from a growing set of layers.
 CONTENT_RECONSTRUCTION_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
@@ -133,6 +133,39 @@ class Reconstruction:
         )
 
 
+def _reconstruct(
+    target: np.ndarray,
+    content_layers: Sequence[str],
+    style_layers: Sequence[str],
+    alpha: float,
+    beta: float,
+    *,
+    steps: int,
+    noise: float,
+    seed: int,
+    pooling: str,
+    weights: str | os.PathLike | None,
+) -> Result:
+    """Return the Result of optimising white noise against `target` with only alpha * content + beta * style."""
+    return stylize(
+        target,
+        target,
+        size=max(target.shape[:2]),
+        steps=steps,
+        alpha=alpha,
+        beta=beta,
+        tv=0.0,
+        content_layers=tuple(content_layers),
+        style_layers=tuple(style_layers),
+        init="noise",
+        seed=seed,
+        pooling=pooling,
+        progress=False,
+        weights=weights,
+        init_image=noise_image(target.shape, noise, seed),
+    )
+
+
 def reconstruct_content(
     image: np.ndarray,
     layers: Sequence[str] = CONTENT_RECONSTRUCTION_LAYERS,
@@ -145,26 +178,11 @@ def reconstruct_content(
     weights: str | os.PathLike | None = None,
 ) -> list[Reconstruction]:
     """Return one Reconstruction per layer: white noise optimised to match only that layer's feature maps."""
+    target = resize(np.asarray(image, np.float32), size)
+    opts = dict(steps=steps, noise=noise, seed=seed, pooling=pooling, weights=weights)
     out = []
     for layer in layers:
-        target = resize(np.asarray(image, np.float32), size)
-        r = stylize(
-            target,
-            target,
-            size=size,
-            steps=steps,
-            alpha=1.0,
-            beta=0.0,
-            tv=0.0,
-            content_layers=(layer,),
-            style_layers=(layer,),
-            init="noise",
-            seed=seed,
-            pooling=pooling,
-            progress=False,
-            weights=weights,
-            init_image=noise_image(target.shape, noise, seed),
-        )
+        r = _reconstruct(target, (layer,), (layer,), 1.0, 0.0, **opts)
         out.append(Reconstruction(short_name(layer), (layer,), r.image, r.history["content"]))
     return out
 
@@ -181,27 +199,12 @@ def reconstruct_style(
     weights: str | os.PathLike | None = None,
 ) -> list[Reconstruction]:
     """Return one Reconstruction per layer set: white noise optimised to match only those layers' Gram matrices."""
+    target = resize(np.asarray(image, np.float32), size)
+    opts = dict(steps=steps, noise=noise, seed=seed, pooling=pooling, weights=weights)
     out = []
     for layers in layer_sets:
         layers = tuple(layers)
-        target = resize(np.asarray(image, np.float32), size)
-        r = stylize(
-            target,
-            target,
-            size=size,
-            steps=steps,
-            alpha=0.0,
-            beta=1.0,
-            tv=0.0,
-            content_layers=(layers[-1],),
-            style_layers=layers,
-            init="noise",
-            seed=seed,
-            pooling=pooling,
-            progress=False,
-            weights=weights,
-            init_image=noise_image(target.shape, noise, seed),
-        )
+        r = _reconstruct(target, (layers[-1],), layers, 0.0, 1.0, **opts)
         label = (
             " + ".join(short_name(n) for n in layers)
             if len(layers) <= 2

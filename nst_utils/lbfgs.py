@@ -141,13 +141,18 @@ class ProjectedLBFGS:
         """Return the whole optimiser state as arrays (in STATE order), for a checkpoint."""
         return [getattr(self, name).numpy() for name in self.STATE]
 
-    def restore(self, arrays: Sequence[np.ndarray]) -> bool:
-        """Load a state from `state()`; return False (nothing changed) if it does not fit this optimiser's images."""
-        shapes = self._shapes(self.shape)
-        if len(arrays) != len(self.STATE) or any(
-            tuple(np.shape(a)) != shapes[name] for name, a in zip(self.STATE, arrays)
+    def restore(self, arrays: Sequence[np.ndarray], shape: Sequence[int] | None = None) -> bool:
+        """Load a state from `state()` for images of `shape` (default: the shape held now); return False (nothing
+        changed) if it does not fit them."""
+        shape = self.shape if shape is None else tuple(int(s) for s in shape)
+        shapes = self._shapes(shape)
+        if (
+            len(shape) != int(self.image_shape.shape[0])
+            or len(arrays) != len(self.STATE)
+            or any(tuple(np.shape(a)) != shapes[name] for name, a in zip(self.STATE, arrays))
         ):
             return False
+        self.image_shape.assign(shape)
         for name, a in zip(self.STATE, arrays):
             v = getattr(self, name)
             v.assign(tf.convert_to_tensor(a, v.dtype))

@@ -198,7 +198,8 @@ class Objective:
 
     def serves(self, config: StyleConfig, weights: str | os.PathLike | None = None) -> bool:
         """Return True if this objective computes `config`'s once aimed: the same network, layers and statistic (what
-        its traced graph holds; the weights and targets are variables). A guided objective serves only its mask."""
+        its traced graph holds; the weights and targets are variables). A guided objective (it holds its mask) serves
+        none."""
         layers = config.content_layers + config.style_layers
         return (
             type(self) is Objective

@@ -125,9 +125,7 @@ def run_lbfgs(
     image stays on the device until the run ends (or is interrupted), then lands in `tracker.best_image`.
     """
     opt = lbfgs if lbfgs is not None else new_lbfgs(objective.value_and_grad, (1,) + x0.shape, memory)
-    if state:
-        opt.resize((1,) + x0.shape)  # a kept optimiser may hold other images, or none
-    if not (state and opt.restore(state)):
+    if not (state and opt.restore(state, (1,) + x0.shape)):  # a kept optimiser may hold other images, or none
         opt.start(x0[None])
     try:
         return drive_lbfgs(opt, steps, tracker, seconds_per_call, align)

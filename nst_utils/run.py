@@ -77,8 +77,10 @@ def take_objective(
     """Return an Objective for `config` aimed at `inputs`, and the L-BFGS traced with it if any: a kept one that serves
     `config` (nothing to trace), else a new one (and None)."""
     with _IDLE_LOCK:
-        found = next((i for i, (o, _) in enumerate(_IDLE) if inputs.mask is None and o.serves(config, weights)), None)
-        kept = _IDLE.pop(found) if found is not None else None
+        kept = None
+        if inputs.mask is None:  # a guided run (a mask) builds its own
+            found = next((i for i, (o, _) in enumerate(_IDLE) if o.serves(config, weights)), None)
+            kept = _IDLE.pop(found) if found is not None else None
     if kept is not None:
         kept[0].aim(config, inputs.content, inputs.styles, inputs.blend)
         return kept
@@ -87,7 +89,7 @@ def take_objective(
 
 def keep_objective(p: Plan) -> None:
     """Keep the plan's objective and L-BFGS for a later run (the newest IDLE_KEPT; the L-BFGS lets go of its images)."""
-    if type(p.objective) is not Objective:  # a guided objective holds its mask
+    if type(p.objective) is not Objective:  # a guided objective serves no other run
         return
     if p.lbfgs is not None:
         p.lbfgs.resize((0,) + p.lbfgs.shape[1:])
