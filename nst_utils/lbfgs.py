@@ -203,7 +203,7 @@ class ProjectedLBFGS:
         u = tf.linalg.triangular_solve(r, sq[..., None], lower=False)
         rhs = tf.linalg.diag_part(sy)[..., None] * u + gamma[:, None, None] * (yy @ u - yq[..., None])
         v = tf.linalg.triangular_solve(r, rhs, lower=False, adjoint=True)
-        back = tf.argsort(order, axis=1)  # age -> slot
+        back = (tf.range(m)[None] - head[:, None] + count[:, None]) % m  # age of each slot: order's inverse
         u_slot = tf.gather(u[..., 0], back, batch_dims=1)
         v_slot = tf.gather(v[..., 0], back, batch_dims=1)
         hq = gamma[:, None] * (q - tf.einsum("bmn,bm->bn", self.y_hist, u_slot)) + tf.einsum(

@@ -24,6 +24,7 @@ def test_stylize_writes_png_of_requested_size(tmp_path):
     assert len(hist["history"]["total"]) == 4 and hist["config"]["size"] == 96
     assert hist["config"]["precision"] == "bfloat16"
     assert "wrote" in r.stdout and "peak memory" in r.stdout
+    assert r.stderr == ""  # a good quiet run prints nothing there: no TensorFlow log line (the loop once had one)
 
 
 def test_errors_are_one_line_with_nonzero_exit(tmp_path):
