@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -24,7 +24,7 @@ from .config import (
     check_precision,
     depth,
 )
-from .host import best_seconds
+from .host import median_ratio
 from .images import load_image, preprocess
 from .outputs import atomic_write
 
@@ -64,8 +64,8 @@ def _read_weights(path: os.PathLike, names: Sequence[str]) -> dict[str, tuple[np
     return out
 
 
-def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
-    """Return the best time of one 3x3 convolution forward plus input gradient in `dtype` (a 64x64x128 probe)."""
+def _conv_probe(dtype: tf.DType) -> Callable[[], object]:
+    """Return a call of one 3x3 convolution forward plus input gradient in `dtype` (a 64x64x128 probe)."""
     x = tf.cast(tf.random.stateless_uniform((1, 64, 64, 128), (1, 2)), dtype)
     k = tf.cast(tf.random.stateless_uniform((3, 3, 128, 128), (3, 4)) * 0.01, dtype)
 
@@ -76,14 +76,14 @@ def _conv_seconds(dtype: tf.DType, reps: int = 3) -> float:
             y = tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 1, "SAME"), tf.float32) ** 2)
         return tape.gradient(y, x)
 
-    return best_seconds(lambda: step(x).numpy(), reps)
+    return lambda: step(x).numpy()
 
 
 @functools.cache
 def _auto_precision() -> str:
-    """Return "bfloat16" if a probe convolution runs >= 1.3x faster in it than in float32 here, else "float32"."""
-    try:  # measured once per process: CPUs without native bf16 run it slower
-        return "bfloat16" if _conv_seconds(tf.float32) / _conv_seconds(tf.bfloat16) >= 1.3 else "float32"
+    """Return "bfloat16" if the probe convolution runs >= 1.3x faster in it than in float32 here, else "float32"."""
+    try:  # measured once per process, float32 and bfloat16 alternated: CPUs without native bf16 run it slower
+        return "bfloat16" if median_ratio(_conv_probe(tf.float32), _conv_probe(tf.bfloat16)) >= 1.3 else "float32"
     except Exception:  # noqa: BLE001 - a device without bf16 kernels simply keeps float32
         return "float32"
 

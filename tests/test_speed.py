@@ -134,6 +134,23 @@ def test_precision_is_validated():
         resolve_precision("half")
 
 
+def test_median_ratio_ignores_bursts_that_hit_one_side(monkeypatch):
+    import nst_utils.host as host
+
+    now, calls = [0.0], []  # a clock the two calls advance: no real time is measured
+    monkeypatch.setattr(host.time, "perf_counter", lambda: now[0])
+
+    def slow():
+        now[0] += 0.010
+
+    def fast():  # call 1 is the warm-up; three of the nine timed calls are hit by a "load burst"
+        calls.append(1)
+        now[0] += 0.060 if len(calls) in (2, 5, 7) else 0.005
+
+    assert host.median_ratio(slow, fast, pairs=9) == pytest.approx(2.0)  # the mean of the nine would be 1.39
+    assert len(calls) == 10
+
+
 def test_auto_precision_resolves_once_to_a_real_dtype():
     from nst_utils.model import resolve_precision
 
