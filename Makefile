@@ -33,6 +33,10 @@ fetch: $(STAMP)  ## download images and weights for offline use
 info: $(STAMP)
 	$(BIN)/nst info
 
+.PHONY: set-url
+set-url:  ## write the repository's public URL everywhere it is used: make set-url URL=https://github.com/OWNER/NAME (no URL: pyproject's again)
+	$(PYTHON) tools/set_url.py $(URL)
+
 .PHONY: wheel-test
 wheel-test:  ## build a wheel and an sdist, install each into a fresh venv outside the tree, run nst there
 	PYTHON=$(PYTHON) .ci/wheel-test

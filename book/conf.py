@@ -10,7 +10,9 @@ titled by its first `# ` heading. They are staged into `book/notebooks/` (git-ig
 
 Everything a page loads is served by the site itself: MathJax 3 from the `django-static-mathjax` package, the
 ipywidgets HTML manager (`@jupyter-widgets/html-manager`, fetched by `make` into `build/vendor/`), the theme's own
-fonts and icons. The repository URL comes from one place, `[project.urls] Repository` in pyproject.toml.
+fonts and icons. The repository URL comes from one place, `[project.urls] Repository` in pyproject.toml, which
+`make set-url URL=...` (tools/set_url.py) writes; the Pages workflow writes the URL of the repository it runs in
+before building, so a fork's site links to the fork.
 """
 
 from __future__ import annotations
