@@ -264,31 +264,3 @@ def test_tutorial_pages_follow_the_notebooks(site):
         title = re.search(r"<title>(.*?)</title>", page, re.DOTALL).group(1)
         words = re.sub(r"[^\w]+", " ", heading).split()
         assert all(w in title for w in words[:4]), (heading, title)
-
-
-def test_readme_is_a_front_door_into_the_site():
-    """The README: at most 150 lines; its site links are made from the one repository URL; a row per notebook."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert len(readme.splitlines()) <= 150
-    owner, name = repository().removeprefix("https://github.com/").split("/")
-    site_url = f"https://{owner}.github.io/{name}/"
-    links = re.findall(r"\]\((https://[^)\s]+)\)", readme)
-    pages = [u for u in links if ".github.io/" in u]
-    assert pages and all(u.startswith(site_url) for u in pages), (
-        f"README site links must start with {site_url} (from [project.urls] Repository)"
-    )
-    linked = {u.removeprefix(site_url + "notebooks/").removesuffix(".html") for u in pages if "/notebooks/" in u}
-    names = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
-    assert linked == names, f"README's notebooks table links {sorted(linked)}; notebooks/ has {sorted(names)}"
-    source_pages = {p.stem for p in (ROOT / "book").glob("*.md")}
-    for url in pages:
-        path = url.removeprefix(site_url).split("#")[0]
-        if path and not path.startswith("notebooks/"):
-            assert path.removesuffix(".html") in source_pages, f"README links {url}, which book/ does not make"
-    if (SITE / "index.html").is_file():  # built: each linked page is there, with the #anchor the link names
-        for url in pages:
-            path, _, fragment = url.removeprefix(site_url).partition("#")
-            page = SITE / (path or "index.html")
-            assert page.is_file(), f"README links {url}: not in the built site"
-            has_anchor = not fragment or f'id="{fragment}"' in page.read_text(encoding="utf-8")
-            assert has_anchor, f"README links {url}: no such anchor"
