@@ -302,18 +302,22 @@ def matched_style_weights(
 
 
 def layer_roles(
-    content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str]
+    content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str] | None = None
 ) -> list[dict]:
-    """Return one row per conv layer saying whether it is a content layer, a style layer, a seed style layer."""
+    """Return one row per conv layer saying whether it is a content layer, a style layer (and, when `seed_style_layers`
+    is given, a seed style layer)."""
     mark = lambda name, group: "yes" if name in group else ""  # noqa: E731
-    return [
+    rows = [
         {
             "layer": n,
             "paper name": short_name(n),
             "content": mark(n, content_layers),
             "style (Gatys)": mark(n, style_layers),
-            "style (original write-up)": mark(n, seed_style_layers),
         }
         for n in LAYERS
         if "conv" in n
     ]
+    if seed_style_layers is not None:
+        for row in rows:
+            row["style (original write-up)"] = mark(row["layer"], seed_style_layers)
+    return rows
