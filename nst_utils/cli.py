@@ -396,13 +396,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.save_dir:
         for i, r in enumerate(results):
             writes(_cell_name(i, cols), save_image, r.image, Path(args.save_dir) / _cell_name(i, cols))
+    for i, r in enumerate(results):  # each cell that stopped early, went non-finite or kept its start: one line
+        if r.message:
+            where = f"beta/alpha {ratios[i % cols]:g}, {labels[i // cols]}"
+            print(f"nst: cell {_cell_name(i, cols)[:-4]} ({where}): {r.message}", file=sys.stderr)
     if report_failed_writes(writes):
         return EXIT_ERROR
     print(
         f"wrote {out}: {len(rows)} x {cols} images in {results[0].timings['total_s']:.1f} s, "
         f"peak memory {peak_memory_mb():.0f} MiB"
     )
-    return EXIT_INTERRUPTED if results[0].interrupted else 0
+    if results[0].interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if any(r.unoptimised for r in results) else 0  # a cell produced nothing: its image is the start
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:

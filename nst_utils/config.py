@@ -371,3 +371,23 @@ def network_defaults(normalize_vgg: bool) -> dict:
     """Return the network fields a run starts from: NORMALIZED, or StyleConfig's defaults (the tutorial's raw VGG19)."""
     fields = StyleConfig.__dataclass_fields__
     return dict(NORMALIZED) if normalize_vgg else {k: fields[k].default for k in NORMALIZED}
+
+
+def as_config(config: StyleConfig | None = None, overrides: dict | None = None) -> StyleConfig:
+    """Return `config` (default StyleConfig()) with `overrides` applied, or raise TypeError saying how to pass them: a
+    config that is not a StyleConfig (a dict: StyleConfig(**d)) or a setting StyleConfig has no field for."""
+    if config is None:
+        config = StyleConfig()
+    elif not isinstance(config, StyleConfig):
+        fix = "StyleConfig(**d)" if isinstance(config, dict) else "StyleConfig(size=..., steps=..., ...)"
+        raise TypeError(
+            f"config must be a StyleConfig, got {type(config).__name__}; build one with {fix} "
+            "(from nst_utils import StyleConfig), or pass the settings as keywords"
+        )
+    unknown = sorted(set(overrides or {}) - set(StyleConfig.__dataclass_fields__))
+    if unknown:
+        raise TypeError(
+            f"unknown setting(s) {', '.join(unknown)}; StyleConfig's fields are "
+            f"{', '.join(StyleConfig.__dataclass_fields__)}"
+        )
+    return config.replace(**overrides) if overrides else config

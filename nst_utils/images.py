@@ -119,19 +119,55 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack([np.asarray(c) for c in chans], -1), 0.0, 1.0).astype(np.float32)
 
 
+FLOAT_SLACK = 0.5  # floats may overshoot [0, 1] by this much (resampling ringing) and are clipped; beyond: refused
+
+
+def array_image(source) -> np.ndarray:
+    """Return an image array (NumPy or a tensor) as HxWx3 float32 RGB in [0, 1], or raise NSTError saying how to fix it.
+
+    uint8 is read as 0-255 (what `np.asarray(PIL.Image.open(...))` gives) and uint16 as 0-65535; floats must already
+    be in [0, 1] (values within FLOAT_SLACK outside are clipped; a 0-255 float image is refused: divide it by 255);
+    other integer, boolean or complex types are refused. HxW and HxWx1 are grey (repeated into RGB), 1xHxWx3 a batch
+    of one; anything else (RGBA, channels first) is refused, as are NaN and infinite values.
+    """
+    a = np.asarray(source)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        hint = (
+            "; drop the alpha channel with image[..., :3]"
+            if a.ndim == 3 and a.shape[-1] == 4
+            else "; move the channels last with np.moveaxis(image, 0, -1)"
+            if a.ndim == 3 and a.shape[0] == 3
+            else ""
+        )
+        raise NSTError(f"an image array must be HxWx3 RGB (or HxW grey), got shape {a.shape}{hint}")
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        return (a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)).astype(np.float32)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise NSTError(
+            f"an image array of dtype {a.dtype} is ambiguous; pass uint8 (0-255), uint16 (0-65535) or floats in [0, 1]"
+        )
+    img = a.astype(np.float32)
+    if not np.isfinite(img).all():
+        raise NSTError("an image array contains NaN or infinite values; pass RGB floats in [0, 1]")
+    lo, hi = float(img.min(initial=0.0)), float(img.max(initial=0.0))
+    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        fix = "divide a 0-255 image by 255" if lo >= -FLOAT_SLACK and hi <= 255 + FLOAT_SLACK else "rescale it"
+        raise NSTError(f"an image array of floats must be RGB in [0, 1], got values from {lo:.4g} to {hi:.4g}; {fix}")
+    return np.clip(img, 0.0, 1.0)
+
+
 def as_image(source, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Return an HxWx3 float32 image in [0, 1] from a path, registry name or array (NumPy or a tensor), resized if
-    asked."""
+    """Return an HxWx3 float32 image in [0, 1] from a path, registry name or array (NumPy or a tensor: `array_image`
+    says which dtypes and shapes), resized if asked."""
     array = isinstance(source, np.ndarray) or hasattr(source, "numpy")  # a TensorFlow tensor, without importing TF
     if array:
-        img = np.asarray(source, dtype=np.float32)
-        if img.ndim == 4 and img.shape[0] == 1:
-            img = img[0]
-        if img.ndim != 3 or img.shape[-1] != 3:
-            raise NSTError(f"an image array must be HxWx3, got shape {img.shape}")
-        if not np.isfinite(img).all():
-            raise NSTError("an image array contains NaN or infinite values; pass RGB floats in [0, 1]")
-        img = np.clip(img, 0.0, 1.0)
+        img = array_image(source)
     else:
         img = load_image(assets.image_path(source), max_size=size if isinstance(size, int) else None)
     if size is not None:
@@ -240,8 +276,14 @@ def restore_colours(mode: str | None, image: np.ndarray, content: np.ndarray) ->
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Return an HxWx3 uint8 array from floats in [0, 1] (clipped, rounded)."""
+    """Return an HxWx3 uint8 array from floats in [0, 1] (clipped, rounded); raise NSTError if a value is NaN or
+    infinite: such an image is never written or shown as a picture (NaN would come out black)."""
     a = np.asarray(image, dtype=np.float32)
     if a.ndim == 4:
         a = a[0]
+    if not np.isfinite(a).all():
+        raise NSTError(
+            f"the image has {int(np.size(a) - np.isfinite(a).sum())} NaN or infinite values and is not written as a "
+            "picture; the run diverged: start again (a smaller --lr, other weights) or from an earlier checkpoint"
+        )
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

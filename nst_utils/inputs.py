@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +45,43 @@ def normalised_blend(blend, n_styles: int) -> tuple[float, ...] | None:
 
 
 def load_mask(source, shape: tuple[int, int]) -> np.ndarray:
-    """Return a mask (path, registry name or array) as HxW floats in [0, 1] resized to `shape` (white = 1)."""
-    if isinstance(source, np.ndarray) and source.ndim == 2:
-        source = np.repeat(source[..., None], 3, axis=-1)
+    """Return a mask (path, registry name or array, HxW grey or RGB) as HxW floats in [0, 1] resized to `shape`
+    (white = 1)."""
     img = as_image(source)
     return resize(img, shape).mean(-1).astype(np.float32)
+
+
+def _is_source(x) -> bool:
+    """Return True if `x` can be an image: a path, a registry name, or an array (NumPy or a tensor)."""
+    return isinstance(x, str | os.PathLike | np.ndarray) or hasattr(x, "numpy")
+
+
+def check_arguments(*, content=None, style=None, callback=None, progress=True, save_every=None) -> None:
+    """Return None if the API's arguments have the types a run needs, else raise TypeError (or NSTError for a value
+    out of range) saying what to pass instead."""
+    if content is not None and not _is_source(content):
+        raise TypeError(
+            f"content must be a path, a registry name or an HxWx3 array, got {type(content).__name__}; "
+            "for a nested list use np.asarray(...)"
+        )
+    for i, s in enumerate(style if isinstance(style, list | tuple) else [] if style is None else [style]):
+        if not _is_source(s):
+            where = f"style[{i}]" if isinstance(style, list | tuple) else "style"
+            raise TypeError(
+                f"{where} must be a path, a registry name or an HxWx3 array, got {type(s).__name__}; "
+                "give several styles as a list of those"
+            )
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be a function callback(step, image, terms) (or None), got {type(callback).__name__}"
+        )
+    if not isinstance(progress, bool | np.bool_):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if save_every is not None:
+        if not isinstance(save_every, int | np.integer) or isinstance(save_every, bool | np.bool_):
+            raise TypeError(f"save_every must be a whole number of steps (an int) or None, got {save_every!r}")
+        if save_every <= 0:
+            raise NSTError(f"save_every must be a positive integer, got {save_every!r}")
 
 
 def prepare_inputs(config: StyleConfig, content=None, style=None, style_mask=None) -> Inputs:

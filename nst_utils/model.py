@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from .config import (
 )
 from .host import median_ratio
 from .images import load_image, preprocess
-from .outputs import atomic_write
 
 # Gatys et al. normalised VGG19 on ImageNet; offline we use the registry's six images (photos and paintings) instead.
 REFERENCE_IMAGES = (
@@ -148,18 +148,31 @@ def _means_path(pooling: str, weights_path: Path) -> Path:
     return assets.cache_dir() / f"vgg19_channel_means_{key}.npz"
 
 
+def _cached_means(path: Path) -> dict[str, np.ndarray] | None:
+    """Return the channel means cached at `path`, or None if there are none or they are unreadable or corrupt (a
+    zero-byte file, another file's bytes, wrong shapes, non-finite or negative means): those are recomputed."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            means = {n: np.asarray(f[n], np.float32) for n in CONV_LAYERS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    ok = all(m.shape == (CHANNELS[n],) and np.isfinite(m).all() and (m >= 0).all() for n, m in means.items())
+    return means if ok else None
+
+
 @functools.cache
 def channel_means(pooling: str = "max", weights: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Return {conv layer: (C,) mean activation} over REFERENCE_IMAGES, from the disk cache or computed once there."""
+    """Return {conv layer: (C,) mean activation} over REFERENCE_IMAGES, from the disk cache or computed once (and
+    cached, replacing a corrupt entry; a cache that cannot be written leaves them in this process's memory)."""
     path = _means_path(pooling, assets.weights_path(weights))
-    if path.is_file():
-        with np.load(path) as f:
-            return {n: f[n] for n in CONV_LAYERS}
+    means = _cached_means(path)
+    if means is not None:
+        return means
     images = [load_image(assets.image_path(name), max_size=REFERENCE_SIZE) for name in REFERENCE_IMAGES]
     means = mean_activations(images, pooling, weights)
     buf = io.BytesIO()
     np.savez(buf, **means)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    assets.keep_in_cache(path, buf.getvalue())
     return means
 
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from . import checkpoint as ckpt_mod
 from . import outputs
-from .config import NSTError, StyleConfig
-from .images import gray, resize
-from .inputs import Inputs, prepare_inputs
+from .config import NSTError, StyleConfig, as_config
+from .images import as_image, gray, resize
+from .inputs import Inputs, check_arguments, prepare_inputs
 from .lbfgs import ProjectedLBFGS
 from .memory import check_source
 from .objective import Objective, build_objective, initial_image
@@ -47,6 +47,7 @@ class Result:
     message: str = ""
     checkpoint: str | None = None  # where an interrupted run wrote its checkpoint
     writes: outputs.Writes = field(default_factory=outputs.Writes)  # where each output went, what failed
+    unoptimised: bool = False  # the image is the start image: the run kept nothing better (the message says so)
 
     @property
     def steps(self) -> int:
@@ -130,6 +131,7 @@ def stylize(
     continue), `during_run` (a context entered around the optimiser's loop: the `nst` CLI defers signals inside it).
     Every output path is checked before any work (outputs.check_outputs).
     """
+    check_arguments(content=content, style=style, callback=callback, progress=progress, save_every=save_every)
     if save_every is not None and output is None:
         raise NSTError("save_every needs an output path: intermediate images are written next to it")
     where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
@@ -179,9 +181,7 @@ def plan(
     if it serves: take_objective), start image."""
     ckpt = ckpt_mod.load(resume) if resume is not None else None
     config = (
-        _resumed_config(ckpt, content, style, style_mask, config, overrides)
-        if ckpt
-        else ((config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig()))
+        _resumed_config(ckpt, content, style, style_mask, config, overrides) if ckpt else as_config(config, overrides)
     )
     check_source(ckpt.inputs.content if ckpt else content, config)  # refuse a run that cannot fit, before loading
     inputs = ckpt.inputs if ckpt else prepare_inputs(config, content, style, style_mask)
@@ -189,8 +189,16 @@ def plan(
     objective, lbfgs = take_objective(config, inputs, weights)
     if ckpt:
         x0 = ckpt.image
-    elif init_image is not None:
-        x0 = gray(init_image) if inputs.colour == "luminance" else init_image
+        if config.optimizer == "lbfgs" and ckpt.optimizer_state:  # its exact shapes are the optimiser's to check
+            lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + x0.shape)
+            if not lbfgs.restore(ckpt.optimizer_state, (1,) + x0.shape):
+                raise NSTError(
+                    f"checkpoint {resume} is malformed: its L-BFGS state does not fit its image (other shapes or "
+                    "memory); give the .ckpt.npz an interrupted run wrote, unmodified, or start a new run"
+                )
+    elif init_image is not None:  # an array or a path, checked as any image (as_image), at the content's shape
+        x0 = as_image(init_image, content_img.shape[:2])
+        x0 = gray(x0) if inputs.colour == "luminance" else x0
     else:
         x0 = initial_image(config, content_img, style_imgs[0])
     if x0.shape != content_img.shape:
@@ -242,6 +250,11 @@ def run(
     )
     if ckpt:
         tracker.restore(ckpt.history, ckpt.best_image, ckpt.best_loss)
+        if tracker.count >= config.steps:
+            tracker.message = (
+                f"nothing to optimise: the checkpoint already holds {tracker.count} steps (steps={config.steps}); "
+                f"the result is its best image (give more steps, e.g. --steps {tracker.count + config.steps}, to go on)"
+            )
     interrupted, written, writes = False, None, outputs.Writes()
     try:
         if tracker.count < config.steps:
@@ -269,6 +282,10 @@ def run(
     finally:
         tracker.close()
     best = tracker.best_image if tracker.best_image is not None else p.x0
+    if tracker.best_image is None:  # no finite evaluation kept: say that the result is where the run started
+        tracker.message = (tracker.message.split(";")[0] + "; " if tracker.message else "") + (
+            "the result is the unoptimised start image"
+        )
     writes.note = tracker.message
     return Result(
         image=inputs.result_image(np.clip(best, 0.0, 1.0)),
@@ -279,6 +296,7 @@ def run(
         message=writes.message(),
         checkpoint=written,
         writes=writes,
+        unoptimised=tracker.best_image is None,
     )
 
 

@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .config import NSTError, StyleConfig
-from .images import resize
-from .inputs import prepare_inputs
+from .config import NSTError, StyleConfig, as_config
+from .images import as_image
+from .inputs import check_arguments, prepare_inputs
 from .objective import Objective, build_objective, initial_image
 from .optimizers import drive_lbfgs, new_lbfgs, run_adam
 from .run import Result
@@ -65,6 +65,50 @@ def replica_devices(devices: Sequence[str] | None = None) -> list[str | None]:
         return [None]
     strategy = tf.distribute.MirroredStrategy([g.name for g in gpus])
     return list(strategy.extended.worker_devices)
+
+
+class _CellTracker(BatchTracker):
+    """A BatchTracker that also notes which images' loss went non-finite and at which step (a sweep names them)."""
+
+    def __init__(self, n: int, steps: int, callback: Callable | None, progress: bool, desc: str):
+        super().__init__(n, steps, callback, progress, desc)
+        self.nonfinite = np.zeros(n, bool)
+        self.nonfinite_step = 0
+
+    def _append(self, terms: dict[str, np.ndarray]) -> bool:
+        """Append one batched evaluation as BatchTracker does; return False after noting the non-finite images."""
+        if super()._append(terms):
+            return True
+        self.nonfinite = ~np.isfinite(np.asarray(terms["total"], np.float64).reshape(-1))
+        self.nonfinite_step = self.evals + 1
+        return False
+
+    def cell_message(self, i: int, steps: int, unoptimised: bool) -> str:
+        """Return how image i's run ended when not by finishing its `steps` ("" if it did and changed its start)."""
+        if self.nonfinite.any():
+            why = (
+                f"loss became non-finite at step {self.nonfinite_step}"
+                if self.nonfinite[i]
+                else f"stopped at step {self.evals} of {steps}: another cell's loss became non-finite"
+            )
+            message = f"{why}; kept its best image so far"
+        else:
+            message = self.message
+        if unoptimised:
+            message = (message.split(";")[0] + "; " if message else "") + "its image is the unoptimised start"
+        return message
+
+
+def _start_images(init_images, n: int, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Return n start images of `shape` from one image (an array or a path, shared) or one per setting (a list, or a
+    BxHxWx3 array); each checked and resized as stylize's init_image (as_image)."""
+    per_setting = isinstance(init_images, list | tuple) or (
+        isinstance(init_images, np.ndarray) and init_images.ndim == 4
+    )
+    inits = list(init_images) if per_setting else [init_images] * n
+    if len(inits) != n:
+        raise NSTError(f"{len(inits)} init images for {n} sweep settings; give one (shared) or one per setting")
+    return [as_image(i, shape[:2]) for i in inits]
 
 
 class _Batch:
@@ -142,10 +186,14 @@ def sweep(
     settings: dicts of StyleConfig fields that vary per image: alpha, beta, tv and/or
     style_layer_weights (one weight per layer of config.style_layers; zeros switch layers off).
     Everything else (size, steps, optimizer, layers, init, seed) comes from `config` and
-    `overrides`. init_images: one start image (shared) or one per setting; default the config's init. during_run:
-    a context entered around the optimiser's loop (the `nst` CLI defers signals inside it).
+    `overrides`. init_images: one start image (an array or a path, shared) or a list of one per setting, each
+    checked as stylize's init_image; default the config's init. during_run: a context entered around the
+    optimiser's loop (the `nst` CLI defers signals inside it). A Result's message says how its cell ended when not
+    by finishing (its own non-finite loss, another cell's, a callback, Ctrl-C) and `unoptimised` whether its image
+    is still the start image.
     """
-    config = (config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig())
+    config = as_config(config, overrides)
+    check_arguments(content=content, style=style, callback=callback, progress=progress)
     settings = [dict(s) for s in settings] or [{}]
     allowed = {"alpha", "beta", "tv", "style_layer_weights"}
     for s in settings:
@@ -156,7 +204,7 @@ def sweep(
             "a sweep runs optimizer 'lbfgs' (batched, TensorFlow) or 'adam'; for scipy's L-BFGS-B "
             "('lbfgs-scipy') call stylize once per setting"
         )
-    configs = [config.replace(**s) for s in settings]
+    configs = [_cell_config(config, s, i) for i, s in enumerate(settings)]
     t0 = time.perf_counter()
     inputs = prepare_inputs(config, content, style)  # the same loading, style scale, blend and colours as stylize
     content_img, style_imgs = inputs.content, inputs.styles
@@ -165,19 +213,11 @@ def sweep(
     if init_images is None:
         x0 = np.stack([initial_image(config, content_img, style_imgs[0])] * n)
     else:
-        inits = [init_images] * n if np.ndim(init_images) == 3 else list(init_images)
-        x0 = np.stack(
-            [
-                np.asarray(i, np.float32)
-                if np.shape(i) == content_img.shape
-                else resize(np.clip(np.asarray(i, np.float32), 0, 1), content_img.shape[:2])
-                for i in inits
-            ]
-        )
+        x0 = np.stack(_start_images(init_images, n, content_img.shape))
     x0 = x0.astype(np.float32)
     t1 = time.perf_counter()
     h, w = content_img.shape[:2]
-    tracker = BatchTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
+    tracker = _CellTracker(n, config.steps, callback, progress, f"sweep {n}x {config.optimizer} {w}x{h}")
     interrupted = False
     try:
         with during_run or contextlib.nullcontext():
@@ -194,6 +234,7 @@ def sweep(
     results = []
     for i, cfg in enumerate(configs):
         best = tracker.best_image[i] if tracker.best_image[i] is not None else x0[i]
+        unoptimised = bool(np.array_equal(best, x0[i]))
         results.append(
             Result(
                 image=inputs.result_image(np.clip(best, 0.0, 1.0)),
@@ -202,7 +243,16 @@ def sweep(
                 config=cfg,
                 timings=dict(timings),
                 interrupted=interrupted,
-                message=tracker.message,
+                message=tracker.cell_message(i, config.steps, unoptimised),
+                unoptimised=unoptimised,
             )
         )
     return results
+
+
+def _cell_config(config: StyleConfig, setting: dict, i: int) -> StyleConfig:
+    """Return the config of sweep setting i, or raise NSTError naming the setting whose values are invalid."""
+    try:
+        return config.replace(**setting)
+    except NSTError as exc:
+        raise NSTError(f"sweep setting {i} ({', '.join(f'{k}={v!r}' for k, v in setting.items())}): {exc}") from None
