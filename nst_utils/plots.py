@@ -24,21 +24,33 @@ TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "to
 
 
 def show_images(
-    images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None, height: float = 3.5
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    suptitle: str | None = None,
+    height: float = 3.5,
+    max_width: float | None = 14.0,
 ) -> plt.Figure:
-    """Return a figure with the images in one row, each titled, axes hidden."""
+    """Return a figure with the images in rows of at most 3 (4 as 2x2), each titled, axes hidden, each row at most
+    `max_width` inches wide (lower than `height` where needed): about 1400 px at 100 dpi, legible when shrunk."""
+    n = len(images)
+    rows = -(-n // 3)
+    cols = -(-n // rows)
     ratios = [img.shape[-2] / img.shape[-3] for img in images]
+    col_ratios = [max(ratios[i] for i in range(c, n, cols)) for c in range(cols)]
+    if max_width is not None:
+        height = min(height, (max_width - 0.2) / sum(col_ratios))
     fig, axes = plt.subplots(
-        1,
-        len(images),
-        figsize=(height * sum(ratios) + 0.2, height + 0.6),
-        gridspec_kw={"width_ratios": ratios},
+        rows,
+        cols,
+        figsize=(height * sum(col_ratios) + 0.2, (height + 0.45) * rows + (0.35 if suptitle else 0.15)),
+        gridspec_kw={"width_ratios": col_ratios},
         squeeze=False,
     )
-    for ax, img, title in zip(axes[0], images, titles):
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
         ax.imshow(to_uint8(img))
         ax.set_title(title, fontsize=12)
-        ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontweight="bold", fontsize=13)
     fig.tight_layout()
@@ -51,13 +63,15 @@ def plot_history(
     ax: plt.Axes | None = None,
     label_prefix: str = "",
 ) -> plt.Figure:
-    """Return a figure of each weighted loss term per step on a log scale."""
-    fig, ax = plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax)
+    """Return a figure of each weighted loss term per step on a log scale (values <= 0, e.g. the content term at
+    the photo, left out), the legend right of the axes."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8)) if ax is None else (ax.figure, ax)
     for term, values in history.items():
         if len(values) and max(values) > 0:
+            v = np.asarray(values, np.float64)
             ax.plot(
-                np.arange(1, len(values) + 1),
-                values,
+                np.arange(1, len(v) + 1),
+                np.where(v > 0, v, np.nan),
                 label=f"{label_prefix}{term}",
                 color=TERM_COLORS.get(term),
                 lw=2 if term == "total" else 1.2,
@@ -67,7 +81,7 @@ def plot_history(
     ax.set_ylabel("weighted loss")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -124,8 +138,9 @@ def compare_histories(
     title: str = "Optimisers on the same objective",
     ax: plt.Axes | None = None,
 ) -> plt.Figure:
-    """Return a figure of one loss term per loss evaluation for several runs (e.g. L-BFGS vs Adam), log scale."""
-    fig, ax = plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax)
+    """Return a figure of one loss term per loss evaluation for several runs (e.g. L-BFGS vs Adam), log scale, the
+    legend below the axes, where it hides no curve."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4)) if ax is None else (ax.figure, ax)
     for label, history in histories.items():
         values = history[term]
         ax.plot(np.arange(1, len(values) + 1), values, label=f"{label} (best {min(values):.3g})", lw=1.6)
@@ -134,7 +149,7 @@ def compare_histories(
     ax.set_ylabel(f"{term} loss")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     fig.tight_layout()
     return fig
 
@@ -270,17 +285,29 @@ def plot_gram(gram: np.ndarray, title: str, channels: int | None = 32, ax: plt.A
 
 
 def plot_reconstruction_losses(recs: Sequence, title: str) -> plt.Figure:
-    """Return a figure of each reconstruction's loss per step, as a fraction of its starting loss (log scale)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for r in recs:
+    """Return a figure of each reconstruction's loss per step, as a fraction of its starting loss (log scale); each
+    curve has its own marker and line style, so that curves lying on each other stay visible."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    styles = ["-", "--", "-.", ":", (0, (5, 1))]
+    for i, r in enumerate(recs):
         h = np.asarray(r.history)
-        ax.plot(np.arange(1, len(h) + 1), h / h[0], label=r.label)
+        x = np.arange(1, len(h) + 1)
+        every = max(1, len(h) // 8)
+        ax.plot(
+            x,
+            h / h[0],
+            label=r.label,
+            ls=styles[i % len(styles)],
+            marker="osD^v"[i % 5],
+            markevery=(i % every, every),
+            ms=5,
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step (loss evaluation)")
     ax.set_ylabel("loss / loss at step 1")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
