@@ -223,11 +223,14 @@ def _checked(p: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     mask = _image(arrays, "mask", content.shape[:2], rank=2) if "mask" in arrays else None
     if mask is not None and meta["n_styles"] > 2:
         raise _Malformed(f"it has a style mask and {meta['n_styles']} style images (a mask takes one or two)")
-    blend = meta["blend"]
+    try:
+        blend = check_blend(meta["blend"]) if meta["blend"] else None
+    except NSTError as exc:
+        raise _Malformed(f"its {exc}") from None
     inputs = Inputs(
         content=content,
         styles=[_image(arrays, f"style_{i}") for i in range(meta["n_styles"])],
-        blend=tuple(check_blend(blend)) if blend else None,
+        blend=blend,
         mask=mask,
         original=_image(arrays, "original", content.shape) if "original" in arrays else None,
         colour=meta["colour"],

@@ -150,7 +150,9 @@ def _means_path(pooling: str, weights_path: Path) -> Path:
 
 def _cached_means(path: Path) -> dict[str, np.ndarray] | None:
     """Return the channel means cached at `path`, or None if there are none or they are unreadable or corrupt (a
-    zero-byte file, another file's bytes, wrong shapes, non-finite or negative means): those are recomputed."""
+    zero-byte file, another file's bytes, wrong shapes, non-finite or negative means, a FIFO): those are recomputed."""
+    if not path.is_file():  # absent, or not a regular file (reading a FIFO would block)
+        return None
     try:
         with np.load(path, allow_pickle=False) as f:
             means = {n: np.asarray(f[n], np.float32) for n in CONV_LAYERS}

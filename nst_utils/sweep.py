@@ -189,8 +189,8 @@ def sweep(
     `overrides`. init_images: one start image (an array or a path, shared) or a list of one per setting, each
     checked as stylize's init_image; default the config's init. during_run: a context entered around the
     optimiser's loop (the `nst` CLI defers signals inside it). A Result's message says how its cell ended when not
-    by finishing (its own non-finite loss, another cell's, a callback, Ctrl-C) and `unoptimised` whether its image
-    is still the start image.
+    by finishing (its own non-finite loss, another cell's, a callback, Ctrl-C) and `unoptimised` whether no finite
+    evaluation was kept for it (its image is the start image).
     """
     config = as_config(config, overrides)
     check_arguments(content=content, style=style, callback=callback, progress=progress)
@@ -234,7 +234,7 @@ def sweep(
     results = []
     for i, cfg in enumerate(configs):
         best = tracker.best_image[i] if tracker.best_image[i] is not None else x0[i]
-        unoptimised = bool(np.array_equal(best, x0[i]))
+        unoptimised = tracker.best_image[i] is None or not tracker.history[i]["total"]  # no finite evaluation kept
         results.append(
             Result(
                 image=inputs.result_image(np.clip(best, 0.0, 1.0)),
