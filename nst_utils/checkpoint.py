@@ -194,10 +194,12 @@ def _optimizer_state(arrays: dict[str, np.ndarray], meta: dict, config: StyleCon
         state.append(a)
     if config.optimizer == "adam":
         want = [(), (1, *hw3), (1, *hw3)]
-        if len(state) != ADAM_ARRAYS or [a.shape for a in state] != want or state[0].dtype.kind not in "iu":
+        if len(state) != ADAM_ARRAYS or [a.shape for a in state] != want:
             raise _Malformed(
                 f"its Adam state has shapes {[a.shape for a in state]}, not {want} (iteration, moments, velocities)"
             )
+        if state[0].dtype.kind not in "iu":
+            raise _Malformed(f"its Adam iteration count has dtype {state[0].dtype}, not an integer")
     elif config.optimizer == "lbfgs" and any(a.ndim not in (1, 2, 3) or a.shape[0] != 1 for a in state):
         raise _Malformed(f"its L-BFGS state has shapes {[a.shape for a in state]}, not a batch of one image's")
     return state

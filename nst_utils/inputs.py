@@ -78,8 +78,10 @@ def check_arguments(*, content=None, style=None, callback=None, progress=True, s
     if not isinstance(progress, bool | np.bool_):
         raise TypeError(f"progress must be True or False, got {progress!r}")
     if save_every is not None:
-        if not isinstance(save_every, int | np.integer) or isinstance(save_every, bool | np.bool_):
-            raise TypeError(f"save_every must be a whole number of steps (an int) or None, got {save_every!r}")
+        if not isinstance(save_every, int) or isinstance(save_every, bool):
+            raise TypeError(
+                f"save_every must be a whole number of steps (a Python int: int(n)) or None, got {save_every!r}"
+            )
         if save_every <= 0:
             raise NSTError(f"save_every must be a positive integer, got {save_every!r}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -82,8 +83,8 @@ def test_unwritable_cache_computes_in_memory_with_one_warning(tmp_path, monkeypa
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"garbage, not an npz", "wrong shapes", "nan"],
-    ids=["zero-byte", "garbage", "wrong-shapes", "nan"],
+    [b"", b"garbage, not an npz", "wrong shapes", "nan", "fifo"],
+    ids=["zero-byte", "garbage", "wrong-shapes", "nan", "fifo"],
 )
 def test_corrupt_cache_entry_is_recomputed_and_replaced(tmp_path, monkeypatch, capsys, reference_means, content):
     monkeypatch.setenv(assets.CACHE_DIR_ENV, str(tmp_path))
@@ -96,7 +97,10 @@ def test_corrupt_cache_entry_is_recomputed_and_replaced(tmp_path, monkeypatch, c
         buf = io.BytesIO()
         np.savez(buf, **{n: np.full_like(m, np.nan) for n, m in reference_means.items()})
         content = buf.getvalue()
-    path.write_bytes(content)
+    if content == "fifo":  # reading it would block: never read, replaced by a file
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content)
     means = model.channel_means("max")
     assert all(np.array_equal(means[n], reference_means[n]) for n in means)
     with np.load(path) as f:  # replaced whole by the recomputed means
@@ -233,6 +237,7 @@ MALFORMED = {  # case: (optimizer, tampering, words of the one line)
     "image-inf": ("adam", dict(image=np.full((24, 32, 3), np.inf, np.float32)), "image has NaN or infinite"),
     "content-nan": ("adam", dict(content=NAN), "content has NaN"),
     "adam-state-shape": ("adam", dict(opt_1=np.zeros((1, 24, 30, 3), np.float32)), "Adam state has shapes"),
+    "adam-iteration-float": ("adam", dict(opt_0=np.array(2.0)), "Adam iteration count has dtype float64"),
     "adam-state-missing": ("adam", dict(drop=("opt_2",)), "no opt_2 array"),
     "lbfgs-state-rank": ("lbfgs", dict(opt_7=np.zeros((20, 2304, 1, 1), np.float32)), "L-BFGS state has shapes"),
     "lbfgs-state-shape": ("lbfgs", dict(opt_7=np.zeros((1, 20, 100), np.float32)), "L-BFGS state does not fit"),
