@@ -100,6 +100,12 @@ def test_02_images(tmp_path):
         float, re.search(r"shown as RGB: 'red' - 'blue' = (\S+) = (\S+) \(the swap\) (\S+)", text).groups()
     )
     assert abs(shown - swap - means) < 0.11 and abs(means - 19.7) < 0.05
+    # the view min-max scales the input: its span is at most 255 + 19.7 (0 - mu_R .. 255 - mu_B), and the text's
+    # difference in VGG units shows smaller in the view
+    view = r"the view maps (\S+)\.\.(\S+) \(a span of (\S+)\) onto 0\.\.255: (\S+) VGG units show as (\S+)"
+    lo, hi, span, shown_again, in_view = map(float, re.search(view, text).groups())
+    assert abs(hi - lo - span) < 0.11 and span <= 274.8 and shown_again == shown
+    assert abs(in_view - 255 * shown / span) < 0.11 and abs(in_view) < abs(shown)
     _check_pngs(nb, 3)
 
 
@@ -125,10 +131,14 @@ def test_03_losses(tmp_path):
     assert len(left) == 5 and left["block1_conv1"] < 0.5
     assert all(v > left["block1_conv1"] for k, v in left.items() if k != "block1_conv1")
     # TV is a sum: from SIZE to 4 SIZE its charge for the same noise grows about as the pixels, the means' far less
-    pixels, tv_grow, content_grow, style_grow = map(
-        float, re.search(r"pixels x(\S+), TV's charge x(\S+), content's x(\S+), style's x(\S+)", text).groups()
+    pixels, tv_grow, content_grow, style_grow, photo_tv_grow = map(
+        float,
+        re.search(
+            r"pixels x(\S+), TV's charge x(\S+), content's x(\S+), style's x(\S+) \(the photo's own TV x(\S+)\)", text
+        ).groups(),
     )
     assert pixels > 15 and 0.6 * pixels < tv_grow < 2 * pixels and max(content_grow, style_grow) < 0.25 * tv_grow
+    assert pixels**0.5 < photo_tv_grow < pixels  # the text: between the side's factor and the pixel count's
     # the paper/package conversion, printed after its assert_allclose checks passed
     n_c, m_c = map(int, re.search(r"N_c = (\d+), M_c = (\d+) positions", text).groups())
     assert n_c == 512 and m_c == 2 * 4  # conv5_2 of a 64x33 image
