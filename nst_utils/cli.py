@@ -17,12 +17,15 @@ from . import ALLOCATOR_ENV, ALLOCATOR_SET_BY_US, assets
 from .checkpoint import checkpoint_path
 from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
 from .host import import_tensorflow, peak_memory_mb
-from .outputs import Writes, check_output, check_outputs, save_image, write_text
+from .outputs import Writes, check_aliases, check_output, check_outputs, input_files, save_image, write_text
 
 # Only argparse-level modules above (no TensorFlow, h5py or matplotlib): `nst --help` and argument errors answer
 # at once. Each command imports the engine inside its function, the documented exception to module-level imports.
 
-EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT / SIGTERM
+EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT / SIGTERM (SIGHUP: 129)
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)  # each keeps the run's best image and checkpoint (Interrupts); SIGHUP: the terminal closed, an ssh session dropped
 
 
 def _positive_int(text: str) -> int:
@@ -285,7 +288,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         log=args.log,
         checkpoint=args.checkpoint or checkpoint_path(out),
         flags=CLI_FLAGS,
-    )  # before any work
+        inputs=input_files(
+            args.content, args.styles or args.style, args.style_mask, resume=args.resume, weights=args.weights
+        ),
+        steps=args.typed.get("steps") if args.resume else args.steps,
+    )  # before any work: each output writable, none of them an input or another output
     if args.styles and args.style:
         raise NSTError("give the style images either positionally or with --style, not both")
     controls = dict(output=out, save_every=args.save_every, plot=args.plot, checkpoint=args.checkpoint)
@@ -357,8 +364,19 @@ def _cell_name(i: int, cols: int) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a batched sweep from the command line and write its grid; return the exit code."""
-    out = check_output(args.output, flag="--output")
+    out = Path(args.output)
     config = StyleConfig(**args.settings)
+    ratios = args.ratios or (GRID_RATIOS if config.normalize_vgg else RAW_GRID_RATIOS)
+    n_rows = len(config.style_layers) if args.cumulative_layers else 1  # sweep.cumulative_layer_weights: one per layer
+    n_cells = n_rows * len(ratios) if args.save_dir else 0
+    cells = [Path(args.save_dir) / _cell_name(i, len(ratios)) for i in range(n_cells)]
+    check_aliases(
+        [("--output", out), *(("--save-dir", cell) for cell in cells)],
+        input_files(args.content, args.style, weights=args.weights),
+    )  # before any work: the grid and the cells are neither an input nor each other
+    check_output(out, flag="--output")
+    for cell in cells:
+        check_output(cell, flag="--save-dir")
     import_tensorflow()
     from .plots import (  # matplotlib and the engine: once the arguments are checked
         cumulative_labels,
@@ -367,12 +385,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     from .sweep import cumulative_layer_weights, grid_settings, sweep
 
-    ratios = args.ratios or (GRID_RATIOS if config.normalize_vgg else RAW_GRID_RATIOS)
     n, cols = len(config.style_layers), len(ratios)
     rows = cumulative_layer_weights(n) if args.cumulative_layers else [(1.0,) * n]
-    if args.save_dir:
-        for i in range(len(rows) * cols):
-            check_output(Path(args.save_dir) / _cell_name(i, cols), flag="--save-dir")
     results = sweep(
         args.content,
         args.style,
@@ -455,13 +469,15 @@ def cpu_allocator() -> str:
 
 
 class Interrupts:
-    """Ctrl-C (SIGINT) and `kill` (SIGTERM): at once, except while the optimiser runs, where they stop the run at its
-    next progress callback (between compiled calls), so it keeps its best image and writes its checkpoint.
+    """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP): at once, except while the optimiser runs,
+    where they stop the run at its next progress callback (between compiled calls), so it keeps its best image and
+    writes its checkpoint; `nst` then exits 128 + the signal's number (130, 143, 129).
 
     A KeyboardInterrupt raised at an arbitrary point inside a compiled TensorFlow call can leave it hanging; raised
     from the callback, the run stops cleanly. Before the first evaluation (reading inputs, a download, building the
     network) and after the last (writing outputs) there is nothing to keep: the signal stops `nst` at once, and an
-    output being written is left as it was (atomic writes). A second signal always stops at once.
+    output being written is left as it was (atomic writes). A second signal always stops at once, except SIGHUP again
+    (a closing terminal's shell and kernel may each send one).
     """
 
     def __init__(self) -> None:
@@ -470,6 +486,8 @@ class Interrupts:
 
     def handler(self, signum: int, frame) -> None:
         """Note the signal; raise KeyboardInterrupt now unless a run is between compiled calls (and it is the first)."""
+        if signum == getattr(signal, "SIGHUP", None) and signum in self.signals:
+            return
         self.signals.append(signum)
         if not self.deferring or len(self.signals) > 1:
             raise KeyboardInterrupt
@@ -492,22 +510,117 @@ class Interrupts:
             raise KeyboardInterrupt
 
     @property
-    def terminated(self) -> bool:
-        """Return True if a SIGTERM arrived."""
-        return signal.SIGTERM in self.signals
+    def exit_code(self) -> int:
+        """Return the exit code of a run a signal stopped: 128 + the number of the last one (130 for Ctrl-C)."""
+        return 128 + self.signals[-1] if self.signals else EXIT_INTERRUPTED
+
+    @property
+    def name(self) -> str:
+        """Return " (SIGTERM)", " (SIGHUP)", ... for the last signal: "" for Ctrl-C or none."""
+        last = self.signals[-1] if self.signals else signal.SIGINT
+        return "" if last == signal.SIGINT else f" ({signal.Signals(last).name})"
 
 
 INTERRUPTS = Interrupts()
 
 
+class QuietStream:
+    """stdout or stderr as `nst` writes to it: a write never fails, whatever the text and wherever the stream leads.
+
+    A character the stream's encoding cannot hold (a file name's undecodable byte, kept by os.fsdecode as a surrogate
+    escape; any non-ASCII character on an ASCII stream) is written as the \\xNN escapes of its bytes in the file
+    name; once the reader has gone (a closed pipe such as `| head`, a hung-up terminal, a full disk), the rest is
+    dropped quietly and the stream's file descriptor pointed at /dev/null, so that the last flush does not fail either.
+    """
+
+    def __init__(self, stream) -> None:
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        """Return len(text) after writing it (escaped where the encoding cannot hold it), or dropping it if the reader
+        has gone."""
+        if not self.gone:
+            try:
+                self.stream.write(self._printable(text))
+            except OSError:  # BrokenPipeError, EIO from a hung-up terminal, ENOSPC
+                self._leave()
+        return len(text)
+
+    def flush(self) -> None:
+        """Return None after flushing the stream (nothing if the reader has gone)."""
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError:
+                self._leave()
+
+    def _printable(self, text: str) -> str:
+        """Return `text` as the stream's encoding holds it: as is, or with each character it cannot hold escaped."""
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        errors = "surrogateescape" if getattr(self.stream, "errors", None) == "surrogateescape" else "strict"
+        try:
+            text.encode(encoding, errors)
+            return text
+        except (UnicodeEncodeError, LookupError):
+            return "".join(_escaped(char, encoding) for char in text)
+
+    def _leave(self) -> None:
+        """Return None after marking the reader gone and pointing the stream's file descriptor at /dev/null."""
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's capture): nothing to point
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self.stream.fileno())
+            finally:
+                os.close(null)
+
+    def __getattr__(self, name: str):
+        """Return the wrapped stream's attribute (encoding, fileno, isatty, ...)."""
+        return getattr(self.stream, name)
+
+
+def _escaped(char: str, encoding: str) -> str:
+    """Return one character as `encoding` holds it: itself, else the \\xNN escapes of its bytes in a file name (a
+    surrogate escape gives back its byte: os.fsencode)."""
+    try:
+        char.encode(encoding)
+        return char
+    except (UnicodeEncodeError, LookupError):
+        pass
+    try:
+        return "".join(f"\\x{b:02x}" for b in os.fsencode(char))
+    except UnicodeEncodeError:  # a lone surrogate no file name holds
+        return char.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `nst`; return the process exit code (or, after a signal, exit at once with it)."""
+    """Entry point of `nst`; return the process exit code (or, after a signal, exit at once with it).
+
+    Output goes through QuietStream: a closed pipe (`nst info | head -1`) ends quietly, any file name prints.
+    """
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if s is None or isinstance(s, QuietStream) else QuietStream(s) for s in streams)
+    try:
+        return _main(argv)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> int:
+    """Return the exit code of `nst ARGV` (or, after a signal, exit at once with it)."""
     args = build_parser().parse_args(argv)
     command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
     INTERRUPTS.signals.clear()
     INTERRUPTS.deferring = False
     old_handlers = (
-        {sig: signal.signal(sig, INTERRUPTS.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        {
+            sig: signal.signal(sig, INTERRUPTS.handler)
+            for sig in STOP_SIGNALS
+            if signal.getsignal(sig) is not signal.SIG_IGN  # ignored by who started us (`nohup`, `cmd &`): stays so
+        }
         if threading.current_thread() is threading.main_thread()
         else {}
     )
@@ -537,15 +650,15 @@ def _run(command, args: argparse.Namespace) -> int:
     """Return the exit code of `command(args)`, every failure turned into one line on stderr."""
     try:
         code = command(args)
-        return EXIT_TERMINATED if INTERRUPTS.terminated and code == EXIT_INTERRUPTED else code
+        return INTERRUPTS.exit_code if code == EXIT_INTERRUPTED else code
     except NSTError as exc:
         if args.debug:
             raise
         print(f"nst: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("nst: interrupted" + (" (SIGTERM)" if INTERRUPTS.terminated else ""), file=sys.stderr)
-        return EXIT_TERMINATED if INTERRUPTS.terminated else EXIT_INTERRUPTED
+        print(f"nst: interrupted{INTERRUPTS.name}", file=sys.stderr)
+        return INTERRUPTS.exit_code
     except MemoryError:
         if args.debug:
             raise

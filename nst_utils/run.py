@@ -135,7 +135,14 @@ def stylize(
     if save_every is not None and output is None:
         raise NSTError("save_every needs an output path: intermediate images are written next to it")
     where = checkpoint if checkpoint is not None else (ckpt_mod.checkpoint_path(output) if output else None)
-    outputs.check_outputs(output=output, save_every=save_every, plot=plot, checkpoint=where)
+    outputs.check_outputs(
+        output=output,
+        save_every=save_every,
+        plot=plot,
+        checkpoint=where,
+        inputs=outputs.input_files(content, style, style_mask, init_image, resume, weights),
+        steps=overrides.get("steps", getattr(config, "steps", None)),
+    )  # and none of them is an input or another output
     t0 = time.perf_counter()
     run_plan = plan(
         content,
