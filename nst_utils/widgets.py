@@ -1,20 +1,19 @@
-"""Sliders for alpha, beta and the TV weight driving a live preview (notebook 07).
+"""Sliders for alpha, beta and the tv weight driving a live preview (notebook 07).
 
 The logic lives in `PreviewEngine`, plain Python that tests call without a browser:
 
-1. `precompute()` runs one batched `sweep()` over a coarse, log-spaced set of beta/alpha
-   ratios at preview size, so every slider position has a nearby finished image.
-2. `update(alpha, beta, tv)` shows the precomputed image nearest in log(beta/alpha) at once
+1. `set_presets(ratios, images)` takes finished images for a coarse, log-spaced set of beta/alpha
+   ratios (notebook 07 makes them with one batched `sweep()` in view; `precompute()` does the same
+   here), so every slider position has a nearby finished image.
+2. `update(alpha, beta, tv)` shows the preset nearest in log(beta/alpha) at once
    (a visible change within a fraction of a second of releasing a slider), then refines
    it with a few warm-started L-BFGS evaluations on one persistent Objective whose weights
    are changed in place: moving a slider never retraces the tf.function.
-3. `scale_check(k)` shows that only the ratio matters: alpha and beta multiplied by k give
-   (almost) the same image; the small difference is the TV term, which was not scaled.
 
-`SliderPanel` wraps the engine in ipywidgets (alpha and beta FloatLogSliders and a TV slider
+`SliderPanel` wraps the engine in ipywidgets (alpha and beta FloatLogSliders and a tv slider
 whose first stop is 0, all with continuous_update=False; the preview shown large above them,
 scaled smoothly by the browser; a ratio read-out and two buttons that scale alpha and beta
-together). A release updates the read-out, a "refining..." status and the nearest precomputed image at
+together). A release updates the read-out, a "refining..." status and the nearest preset image at
 once, in the kernel's message handler; the refinement runs in a background thread that a
 newer release cancels, so quick key presses never queue up behind each other.
 """
@@ -56,19 +55,26 @@ def nearest_index(ratios: Sequence[float], ratio: float) -> int:
     return int(np.argmin(np.abs(logs - math.log10(max(ratio, 1e-30)))))
 
 
-SLIDER_FORMAT = ".1e"  # d3-format of the sliders' read-outs; `fmt` writes numbers the same way
+SLIDER_FORMAT = ".3"  # d3-format of the sliders' read-outs (no type: d3's ".3~g"); `fmt` writes numbers the same way
 
 
 def fmt(x: float) -> str:
-    """Return x as the sliders show it (d3's ".1e": one decimal, exponent without padding, e.g. 3.2e+1; 0 as "0")."""
+    """Return x as the sliders show it (d3's ".3": 3 significant digits, trailing zeros dropped; 0.1, 31.6, 1e+3).
+
+    Like JavaScript's toPrecision(3): plain digits for exponents -6 to 2, else an exponent without padding.
+    """
     if x == 0:
         return "0"
-    mantissa, exponent = f"{x:.1e}".split("e")
-    return f"{mantissa}e{int(exponent):+d}"
+    mantissa, exponent = f"{x:.2e}".split("e")  # rounded to 3 significant digits first, as toPrecision does
+    e = int(exponent)
+    if -6 <= e < 3:
+        text = f"{x:.{2 - e}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{mantissa.rstrip('0').rstrip('.')}e{e:+d}"
 
 
 def tv_stops(tv: float, decades: int = 2, per_decade: int = 4) -> list[float]:
-    """Return the TV slider's values: 0, then log-spaced stops `decades` either side of `tv` (1e-6 ... 1 if tv is 0)."""
+    """Return the tv slider's values: 0, then log-spaced stops `decades` either side of `tv` (1e-6 ... 1 if tv is 0)."""
     lo, hi = (math.floor(math.log10(tv)) - decades, math.floor(math.log10(tv)) + decades) if tv > 0 else (-6, 0)
     stops = {round(10.0 ** (k / per_decade), 12) for k in range(lo * per_decade, hi * per_decade + 1)}
     return [0.0] + sorted(stops | ({float(tv)} if tv > 0 else set()))
@@ -83,12 +89,12 @@ def nearest_stop(stops: Sequence[float], value: float) -> int:
 
 def format_ratio(alpha: float, beta: float, tv: float, paper: float | None = None) -> str:
     """Return the read-out shown under the sliders (and the paper's beta/alpha, `paper`, if given)."""
-    text = f"alpha = {fmt(alpha)}   beta = {fmt(beta)}   TV = {fmt(tv)}   ->   beta/alpha = {fmt(beta / alpha)}"
+    text = f"alpha = {fmt(alpha)}   beta = {fmt(beta)}   tv = {fmt(tv)}   ->   beta/alpha = {fmt(beta / alpha)}"
     return text + (f"   (the paper's beta/alpha: {fmt(paper)})" if paper is not None else "")
 
 
 class PreviewEngine:
-    """Preview-size stylization that follows the sliders: nearest precomputed image, then refined."""
+    """Preview-size stylization that follows the sliders: nearest preset image, then refined."""
 
     def __init__(
         self,
@@ -133,7 +139,7 @@ class PreviewEngine:
         )
 
     def precompute(self, steps: int = 30, progress: bool = False) -> list[np.ndarray]:
-        """Run one batched sweep over `ratios` (alpha fixed, TV as configured) and keep its images."""
+        """Return the presets' images after one batched sweep over `ratios` (alpha fixed, tv as configured)."""
         results = sweep(
             self.content,
             self.style,
@@ -142,16 +148,26 @@ class PreviewEngine:
             progress=progress,
             weights=self.weights,
         )
-        self.coarse = [r.image for r in results]
+        return self.set_presets(self.ratios, [r.image for r in results])
+
+    def set_presets(self, ratios: Sequence[float], images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return the preset images after keeping them, one per beta/alpha in `ratios`, as the sliders' starts."""
+        if len(ratios) != len(images) or not len(ratios):
+            raise ValueError(f"one image per preset ratio: {len(ratios)} ratios, {len(images)} images")
+        for image in images:
+            if np.shape(image) != self.content.shape:
+                raise ValueError(f"a preset image has shape {np.shape(image)}, the preview {self.content.shape}")
+        self.ratios = tuple(float(r) for r in ratios)
+        self.coarse = [np.asarray(image, np.float32) for image in images]
         self.current = self.coarse[nearest_index(self.ratios, self.ratio)]
-        self.last_source = "precomputed"
+        self.last_source = "preset"
         return self.coarse
 
     def start_image(self, alpha: float, beta: float) -> tuple[np.ndarray, str]:
         """Return (the image to show at once and start from, where it came from) for new weights."""
         if self.coarse is not None and not math.isclose(beta / alpha, self.ratio, rel_tol=1e-6):
             i = nearest_index(self.ratios, beta / alpha)
-            return self.coarse[i], f"precomputed beta/alpha = {fmt(self.ratios[i])}"
+            return self.coarse[i], f"preset beta/alpha = {fmt(self.ratios[i])}"
         return self.current, "current image"
 
     def refine(
@@ -198,7 +214,7 @@ class PreviewEngine:
         return self.settle(start, show, steps, cancelled)
 
     def jump(self, alpha: float, beta: float, tv: float) -> np.ndarray:
-        """Set new weights and return the image to show at once (nearest precomputed, or the current one)."""
+        """Set new weights and return the image to show at once (the nearest preset, or the current one)."""
         start, self.last_source = self.start_image(alpha, beta)
         self.alpha, self.beta, self.tv = float(alpha), float(beta), float(tv)
         self.objective.set_weights(alpha=self.alpha, beta=self.beta, tv=self.tv)
@@ -225,41 +241,9 @@ class PreviewEngine:
         terms = self.objective.loss_terms((self.current if image is None else image)[None])
         return float(terms["total"][0])
 
-    def scale_check(
-        self, k: float = 10.0, steps: int = 20, start: np.ndarray | None = None, tv: float | None = None
-    ) -> dict:
-        """Run the same refinement with (alpha, beta, tv), (k alpha, k beta, tv) and (k alpha, k beta, k tv).
-
-        `tv` defaults to the current TV weight; the engine's weights are unchanged afterwards.
-
-        Returns the three images and the max and mean pixel differences from the first: scaling all three
-        weights changes nothing (L-BFGS is invariant to scaling the objective); scaling alpha and
-        beta alone changes the image only through the relatively weaker TV term.
-        """
-        start = self.content if start is None else start
-        a, b = self.alpha, self.beta
-        t = self.tv if tv is None else float(tv)
-        out = {}
-        for key, (aa, bb, tt) in {
-            "base": (a, b, t),
-            "ab_scaled": (k * a, k * b, t),
-            "all_scaled": (k * a, k * b, k * t),
-        }.items():
-            self.objective.set_weights(alpha=aa, beta=bb, tv=tt)
-            out[key] = self.refine(start, steps, seconds=None)
-        self.objective.set_weights(alpha=a, beta=b, tv=self.tv)
-        for key in (
-            "ab_scaled",
-            "all_scaled",
-        ):  # float rounding drifts over the evaluations: a few pixels more than most
-            out[f"diff_{key}"] = float(np.abs(out[key] - out["base"]).max())
-            out[f"mean_diff_{key}"] = float(np.abs(out[key] - out["base"]).mean())
-        out["k"], out["tv"] = k, t
-        return out
-
 
 class SliderPanel:
-    """ipywidgets front end: the preview, alpha and beta log sliders, a TV slider from 0, a ratio read-out, a status."""
+    """ipywidgets front end: the preview, alpha and beta log sliders, a tv slider from 0, a ratio read-out, a status."""
 
     def __init__(self, engine: PreviewEngine, decades: float = 0.5, box: tuple[int, int] = (640, 480)):
         """Build the widgets; the preview is shown as large as fits `box` (width, height in px), aspect kept."""
@@ -282,7 +266,7 @@ class SliderPanel:
         self.tv = W.SelectionSlider(
             options=[(fmt(v), v) for v in stops],
             index=nearest_stop(stops, engine.tv),
-            description="TV",
+            description="tv",
             continuous_update=False,
             style=slider["style"],
             layout=slider["layout"],
@@ -379,7 +363,7 @@ class SliderPanel:
             for s, v in ((self.alpha, alpha), (self.beta, beta)):
                 if v is not None:
                     s.value = v
-            if tv is not None:  # the TV slider has fixed stops: take the nearest
+            if tv is not None:  # the tv slider has fixed stops: take the nearest
                 self.tv.index = nearest_stop([v for _, v in self.tv.options], tv)
         finally:
             self._busy = False

@@ -117,10 +117,10 @@ def test_slider_drag_changes_preview_in_jupyterlab(lab, tmp_path):
             page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=300_000)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            # the whole notebook has run once its last cell (a release from code, with the tracing count) has printed
+            # the whole notebook has run once its last cell (the slider panel) has printed
             page.wait_for_function(
                 "Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
-                ".some(e => /objective traced \\d+ times/.test(e.innerText))",
+                ".some(e => /sliders ready at/.test(e.innerText))",
                 timeout=600_000,
             )
             handle = page.locator(".widget-slider .noUi-handle").nth(1)  # beta

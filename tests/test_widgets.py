@@ -35,10 +35,13 @@ def engine():
 
 def test_helpers():
     assert nearest_index(RATIOS, 3.0) == 1 and nearest_index(RATIOS, 1e5) == 2 and nearest_index(RATIOS, 1e-12) == 0
-    assert [fmt(x) for x in (316.2, 0.056, 1.0, 1e-6)] == ["3.2e+2", "5.6e-2", "1.0e+0", "1.0e-6"]  # as d3's ".1e"
-    assert "beta/alpha = 1.0e-6" in format_ratio(1e4, 1e-2, 30)
-    assert "paper's beta/alpha: 5.0e+6" in format_ratio(1, 10, 0, 5e6)
-    assert fmt(0.0) == "0" and "TV = 0   ->" in format_ratio(1, 3, 0.0)  # TV off reads 0, not a log scale's floor
+    # as d3's ".3" (JavaScript's toPrecision(3), trailing zeros dropped): plain digits for exponents -6 to 2
+    values = (316.2, 0.056, 1.0, 0.1, 17.78, 99.96, 999.6, 1234.5, 1e-6, 1.78e-6, 1e-7, 5e6)
+    expected = ["316", "0.056", "1", "0.1", "17.8", "100", "1e+3", "1.23e+3", "0.000001", "0.00000178", "1e-7", "5e+6"]
+    assert [fmt(x) for x in values] == expected
+    assert "beta/alpha = 0.000001" in format_ratio(1e4, 1e-2, 30)
+    assert "paper's beta/alpha: 5e+6" in format_ratio(1, 10, 0, 5e6)
+    assert fmt(0.0) == "0" and "tv = 0   ->" in format_ratio(1, 3, 0.0)  # tv off reads 0, not a log scale's floor
     stops = tv_stops(0.0)
     assert stops[0] == 0.0 and stops[1] == pytest.approx(1e-6) and stops[-1] == pytest.approx(1.0) and len(stops) == 26
     assert stops == sorted(stops) and 30.0 in tv_stops(30.0) and tv_stops(30.0)[1] == pytest.approx(0.1)
@@ -64,7 +67,22 @@ def test_precompute_is_one_image_per_ratio(engine):
     assert far[0] < far[-1]  # more style, further from the photo
 
 
-def test_start_image_is_nearest_precomputed_for_a_new_ratio(engine):
+def test_set_presets_takes_finished_images_and_refuses_mismatches(engine):
+    ratios, coarse = engine.ratios, engine.coarse
+    images = [np.full(engine.content.shape, v, np.float32) for v in (0.2, 0.8)]
+    try:
+        assert engine.set_presets((1.0, 100.0), images) == engine.coarse and engine.ratios == (1.0, 100.0)
+        assert engine.start_image(engine.alpha, engine.alpha * 30.0)[0] is engine.coarse[1]  # nearest on a log scale
+        with pytest.raises(ValueError, match="one image per preset ratio"):
+            engine.set_presets((1.0, 10.0, 100.0), images)
+        with pytest.raises(ValueError, match="a preset image has shape"):
+            engine.set_presets((1.0, 100.0), [images[0], images[1][:-1]])
+        assert engine.ratios == (1.0, 100.0)  # a refused call changes nothing
+    finally:
+        engine.set_presets(ratios, coarse)
+
+
+def test_start_image_is_nearest_preset_for_a_new_ratio(engine):
     img, source = engine.start_image(engine.alpha, engine.alpha * 2e3)
     assert img is engine.coarse[2] and fmt(1e3) in source
     img, source = engine.start_image(engine.alpha * 10, engine.beta * 10)  # same ratio: keep what is shown
@@ -82,17 +100,26 @@ def test_update_shows_at_once_then_refines_without_retracing(engine):
     assert engine.objective.tracing_count() == traces
 
 
+def _refined(engine, alpha, beta, tv, steps=4):
+    """Return the engine's refinement of the photo under these weights (no time cap), weights then reset to 0 tv."""
+    engine.objective.set_weights(alpha=alpha, beta=beta, tv=tv)
+    try:
+        return engine.refine(engine.content, steps, seconds=None)
+    finally:
+        engine.objective.set_weights(alpha=engine.alpha, beta=engine.beta, tv=engine.tv)
+
+
 def test_only_the_ratio_matters(engine):
-    engine.jump(engine.alpha, engine.beta, 0.0)  # the default: no TV term, so alpha and beta set the whole scale
-    check = engine.scale_check(10.0, steps=4)
-    assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] < 1 / 255
-    check = engine.scale_check(
-        10.0, steps=4, tv=10.0
-    )  # a strong TV term: scaling alpha, beta alone changes the picture
-    assert engine.tv == 0.0 and check["tv"] == 10.0  # the engine's own weights are left as they were
-    assert check["diff_all_scaled"] < 1 / 255 and check["diff_ab_scaled"] > 1e-3
-    # float rounding moves a few pixels of the all-scaled run; on average TV's relative change moves far more
-    assert check["mean_diff_ab_scaled"] > 10 * check["mean_diff_all_scaled"]
+    """The panel's x10 buttons keep the picture: a refinement depends on the weights' ratios only."""
+    engine.jump(engine.alpha, engine.beta, 0.0)  # the default: no tv term, so alpha and beta set the whole scale
+    a, b = engine.alpha, engine.beta
+    base = _refined(engine, a, b, 0.0)
+    assert np.abs(_refined(engine, 10 * a, 10 * b, 0.0) - base).max() < 1 / 255
+    base = _refined(engine, a, b, 10.0)  # a strong tv term: scaling alpha and beta alone changes the picture
+    all_scaled = np.abs(_refined(engine, 10 * a, 10 * b, 100.0) - base)
+    ab_scaled = np.abs(_refined(engine, 10 * a, 10 * b, 10.0) - base)
+    assert all_scaled.max() < 1 / 255 and ab_scaled.max() > 1e-3
+    assert ab_scaled.mean() > 10 * all_scaled.mean()
 
 
 def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(engine):
@@ -113,7 +140,7 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     real_show = panel.show
     panel.show = lambda img: shown.append(img) or real_show(img)
     panel.beta.value = engine.alpha * 0.1  # what releasing the slider in a browser does
-    assert shown[0] is engine.coarse[0]  # the nearest precomputed image, shown before refining
+    assert shown[0] is engine.coarse[0]  # the nearest preset, shown before refining
     assert f"beta/alpha = {fmt(0.1)}" in panel.readout.value and fmt(panel.beta.value) in panel.readout.value
     assert f"paper's beta/alpha: {fmt(engine.paper_ratio())}" in panel.readout.value
     assert panel.status.value == "refining..."  # at once, before the refinement has run
@@ -132,10 +159,10 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     tv = panel.tv.options[5][1]
     panel.tv.value = tv
     panel.wait(120)
-    assert engine.tv == pytest.approx(tv) and f"TV = {fmt(tv)}" in panel.readout.value
+    assert engine.tv == pytest.approx(tv) and f"tv = {fmt(tv)}" in panel.readout.value
     panel.tv.index = 0  # the first stop switches TV off and reads 0
     panel.wait(120)
-    assert engine.tv == 0.0 and panel.tv.label == "0" and "TV = 0 " in panel.readout.value
+    assert engine.tv == 0.0 and panel.tv.label == "0" and "tv = 0 " in panel.readout.value
     panel.set_values(tv=1.1)  # from code: the nearest stop
     panel.wait(120)
     assert engine.tv == pytest.approx(1.0) and panel.tv.label == fmt(1.0)
