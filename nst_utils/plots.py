@@ -249,11 +249,12 @@ def plot_feature_maps(
 
 def plot_gram_magnitudes(magnitudes: dict[str, dict[str, dict[str, float]]], title: str) -> plt.Figure:
     """Return two log-scale panels (mean |Gram| and style loss per layer), one line per network in `magnitudes`."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in zip(
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for ax, key, label, ylabel in zip(
         axes,
         ("gram", "style loss"),
-        ("mean |Gram entry| of the painting", "style loss, photo vs painting (what beta multiplies)"),
+        ("the painting's Grams", "style loss, photo vs painting (what beta multiplies)"),
+        ("mean |Gram entry| (log scale)", "style loss (log scale)"),
     ):
         for (network, mags), marker in zip(magnitudes.items(), "osd^"):
             names = list(mags)
@@ -262,6 +263,7 @@ def plot_gram_magnitudes(magnitudes: dict[str, dict[str, dict[str, float]]], tit
         ax.set_yscale("log")
         ax.set_title(label, fontsize=12)
         ax.set_xlabel("style layer")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=10)
     fig.suptitle(title, fontweight="bold")
