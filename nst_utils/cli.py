@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -529,12 +530,15 @@ class QuietStream:
 
     A character the stream's encoding cannot hold (a file name's undecodable byte, kept by os.fsdecode as a surrogate
     escape; any non-ASCII character on an ASCII stream) is written as the \\xNN escapes of its bytes in the file
-    name; once the reader has gone (a closed pipe such as `| head`, a hung-up terminal, a full disk), the rest is
-    dropped quietly and the stream's file descriptor pointed at /dev/null, so that the last flush does not fail either.
+    name; once the stream fails (a reader that has gone: a closed pipe such as `| head`, a hung-up terminal; or a
+    full disk), the rest is dropped and the stream's file descriptor pointed at /dev/null, so that the last flush
+    does not fail either. `failure` keeps why, for main to name in one line unless the reader had just gone.
     """
 
+    QUIET = (errno.EPIPE, errno.EIO)  # the reader has gone: nothing to say, and nowhere to say it
+
     def __init__(self, stream) -> None:
-        self.stream, self.gone = stream, False
+        self.stream, self.gone, self.failure = stream, False, None
 
     def write(self, text: str) -> int:
         """Return len(text) after writing it (escaped where the encoding cannot hold it), or dropping it if the reader
@@ -542,8 +546,8 @@ class QuietStream:
         if not self.gone:
             try:
                 self.stream.write(self._printable(text))
-            except OSError:  # BrokenPipeError, EIO from a hung-up terminal, ENOSPC
-                self._leave()
+            except OSError as exc:  # BrokenPipeError, EIO from a hung-up terminal, ENOSPC
+                self._leave(exc)
         return len(text)
 
     def flush(self) -> None:
@@ -551,8 +555,8 @@ class QuietStream:
         if not self.gone:
             try:
                 self.stream.flush()
-            except OSError:
-                self._leave()
+            except OSError as exc:
+                self._leave(exc)
 
     def _printable(self, text: str) -> str:
         """Return `text` as the stream's encoding holds it: as is, or with each character it cannot hold escaped."""
@@ -564,9 +568,9 @@ class QuietStream:
         except (UnicodeEncodeError, LookupError):
             return "".join(_escaped(char, encoding) for char in text)
 
-    def _leave(self) -> None:
-        """Return None after marking the reader gone and pointing the stream's file descriptor at /dev/null."""
-        self.gone = True
+    def _leave(self, exc: OSError) -> None:
+        """Return None after marking the stream gone (`failure`: why) and pointing its file descriptor at /dev/null."""
+        self.gone, self.failure = True, exc
         with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's capture): nothing to point
             null = os.open(os.devnull, os.O_WRONLY)
             try:
@@ -606,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
+        failure = getattr(sys.stdout, "failure", None)
+        if failure is not None and failure.errno not in QuietStream.QUIET:  # a full disk: say so, once
+            print(f"nst: warning: could not print all of the output ({failure.strerror or failure})", file=sys.stderr)
         sys.stdout, sys.stderr = streams
 
 

@@ -375,11 +375,13 @@ def check_every(every) -> int:
 def in_series(path: str | os.PathLike, output: str | os.PathLike, every: int) -> bool:
     """Return True if `path` resolves to an image `save_every=every` would write beside `output` (out_0010.png, ...)."""
     first = intermediate_path(output, 0)
-    real = Path(os.path.realpath(path))
-    if real.parent != Path(os.path.realpath(first.parent)):
-        return False
-    found = re.fullmatch(re.escape(Path(output).stem) + r"_(\d{4,})" + re.escape(first.suffix), real.name)
-    return bool(found) and found[1] == f"{int(found[1]):04d}" and int(found[1]) > 0 and int(found[1]) % every == 0
+    folder = Path(os.path.realpath(first.parent))
+    pattern = re.escape(Path(output).stem) + r"_(\d{4,})" + re.escape(first.suffix)
+    for real in (Path(os.path.realpath(Path(path).parent)) / Path(path).name, Path(os.path.realpath(path))):
+        found = re.fullmatch(pattern, real.name) if real.parent == folder else None  # the path, or where it leads
+        if found and found[1] == f"{int(found[1]):04d}" and int(found[1]) > 0 and int(found[1]) % every == 0:
+            return True
+    return False
 
 
 def series_on_disk(output: str | os.PathLike, every: int) -> list[Path]:

@@ -7,6 +7,7 @@ plans a run) and to leave every input byte-identical and the folder as it was. R
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
@@ -63,13 +64,14 @@ def no_work(monkeypatch):
 @pytest.fixture
 def pictures(tmp_path, monkeypatch) -> Path:
     """Return a folder (the working directory) holding c.png, s.png, s2.png, sub/o_0002.png and the links to c.png:
-    link.png (symbolic) and hard.png (hard)."""
+    link.png and sub/q_0002.png (symbolic), hard.png (hard)."""
     monkeypatch.chdir(tmp_path)
     _png(tmp_path / "c.png", 1)
     _png(tmp_path / "s.png", 2)
     _png(tmp_path / "s2.png", 3)
     _png(tmp_path / "sub" / "o_0002.png", 4)
     (tmp_path / "link.png").symlink_to("c.png")
+    (tmp_path / "sub" / "q_0002.png").symlink_to("../c.png")  # where a --save-every image of -o sub/q.png goes
     os.link(tmp_path / "c.png", tmp_path / "hard.png")
     (tmp_path / "r.ckpt.npz").write_bytes(b"a checkpoint; the alias check reads nothing")
     return tmp_path
@@ -87,6 +89,10 @@ CASES = {  # (the command, what the one line names)
     "a --save-every image is the style": (
         ["stylize", "c.png", "sub/o_0002.png", "-o", "sub/o.png", "--save-every", "2", "--size", "32", "-q"],
         ["--save-every", "the style image sub/o_0002.png"],
+    ),
+    "a --save-every image is a symlink to the content": (
+        STYLIZE + ["-o", "sub/q.png", "--save-every", "2"],
+        ["--save-every", "sub/q_0002.png", "the content image c.png"],
     ),
     "a --save-every image is --plot": (
         STYLIZE + ["-o", "r.png", "--save-every", "3", "--plot", "r_0006.png"],
@@ -339,6 +345,18 @@ def test_a_closed_stdout_keeps_the_result_and_its_exit_code(tmp_path, capsys, mo
     )
     assert code == 0 and capsys.readouterr().err == ""
     assert_valid_png(tmp_path / "r.png", (32, 23))
+
+
+@pytest.mark.parametrize("code,said", [(errno.EPIPE, ""), (errno.ENOSPC, "could not print all of the output")])
+def test_a_failing_stdout_is_named_unless_its_reader_has_gone(capsys, monkeypatch, code, said):
+    class Failing(io.StringIO):
+        def write(self, text):
+            raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(sys, "stdout", Failing())
+    assert cli.main(["fetch"]) == 0
+    err = capsys.readouterr().err
+    assert (said in err and err.count("\n") == 1) if said else err == "", err
 
 
 @pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii:strict"}, {"LC_ALL": "C"}])
