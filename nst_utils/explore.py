@@ -302,16 +302,20 @@ def matched_style_weights(
 
 
 def layer_roles(
-    content_layers: Sequence[str], style_layers: Sequence[str], seed_style_layers: Sequence[str] | None = None
+    content_layers: Sequence[str],
+    style_layers: Sequence[str],
+    seed_style_layers: Sequence[str] | None = None,
+    paper_content_layers: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Return one row per conv layer saying whether it is a content layer, a style layer (and, when `seed_style_layers`
-    is given, a seed style layer)."""
+    """Return one row per conv layer saying whether it is a content layer, a style layer (and, when given, a seed
+    style layer and a content layer of Gatys et al., in a "content (Gatys)" column after "content")."""
     mark = lambda name, group: "yes" if name in group else ""  # noqa: E731
     rows = [
         {
             "layer": n,
             "paper name": short_name(n),
             "content": mark(n, content_layers),
+            **({} if paper_content_layers is None else {"content (Gatys)": mark(n, paper_content_layers)}),
             "style (Gatys)": mark(n, style_layers),
         }
         for n in LAYERS

@@ -80,7 +80,9 @@ def test_01_load_vgg19(tmp_path):
     text = outputs_text(nb)
     tables = _markdown(nb)
     assert "| block5_conv2 | conv5_2 | conv 3x3 + ReLU | (2, 4, 512) |" in tables  # 64x33 image, computed
-    assert "| block1_conv1 | conv1_1 |  | yes |\n" in tables and "| block5_conv2 | conv5_2 | yes |  |\n" in tables
+    assert "| block1_conv1 | conv1_1 |  |  | yes |\n" in tables and "| block5_conv2 | conv5_2 | yes |  |  |\n" in tables
+    assert "| content | content (Gatys) | style (Gatys) |" in tables  # the paper's content layer beside the package's
+    assert "| block4_conv2 | conv4_2 |  | yes |  |\n" in tables
     assert "block5_conv2: (1, 2, 4, 512)" in text  # the Keras-way extractor's output at the same size
     diff = float(re.search(r"Keras-way extractor vs nst.FeatureExtractor: (\S+)", text).group(1))
     assert diff < 1e-3
