@@ -63,7 +63,8 @@ def fig3_grid(
         weights=weights,
     )
     # No paper ratios on the columns: the paper's images at those ratios start from white noise and run to
-    # convergence, these from the photo for `steps` evaluations (the layer-comparison notebook shows the difference).
+    # convergence, these from the photo for `steps` evaluations (an exercise of the layer-comparison notebook
+    # starts from noise).
     fig = plots.sweep_grid(
         results,
         ratios,
