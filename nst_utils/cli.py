@@ -476,32 +476,44 @@ class Interrupts:
 
     A KeyboardInterrupt raised at an arbitrary point inside a compiled TensorFlow call can leave it hanging; raised
     from the callback, the run stops cleanly. Before the first evaluation (reading inputs, a download, building the
-    network) and after the last (writing outputs) there is nothing to keep: the signal stops `nst` at once, and an
-    output being written is left as it was (atomic writes). A second signal always stops at once, except SIGHUP again
-    (a closing terminal's shell and kernel may each send one).
+    network) there is nothing to keep: the signal stops `nst` at once. Once the optimiser has finished (`finishing`:
+    writing the result, the plot, the log), a first signal waits until every output is written, and `nst` then exits
+    128 + its number: a finished result is never thrown away. A second signal always stops at once (an output being
+    written is left as it was: atomic writes), except SIGHUP again (a closing terminal's shell and kernel may each
+    send one).
     """
 
     def __init__(self) -> None:
         self.signals: list[int] = []
         self.deferring = False
+        self.finishing = False
+
+    def reset(self) -> None:
+        """Forget earlier signals and phases (a new command starts)."""
+        self.signals.clear()
+        self.deferring = self.finishing = False
 
     def handler(self, signum: int, frame) -> None:
         """Note the signal; raise KeyboardInterrupt now unless a run is between compiled calls (and it is the first)."""
         if signum == getattr(signal, "SIGHUP", None) and signum in self.signals:
             return
         self.signals.append(signum)
-        if not self.deferring or len(self.signals) > 1:
+        if not (self.deferring or self.finishing) or len(self.signals) > 1:
             raise KeyboardInterrupt
-        print("\nnst: stopping after the current step (press Ctrl-C again to stop at once)", file=sys.stderr)
+        if self.finishing:
+            print("\nnst: writing the outputs, then stopping (press Ctrl-C again to stop at once)", file=sys.stderr)
+        else:
+            print("\nnst: stopping after the current step (press Ctrl-C again to stop at once)", file=sys.stderr)
 
     @contextlib.contextmanager
     def deferred(self):
-        """Return a context (for stylize's `during_run`) inside which a first signal waits for the next callback."""
+        """Return a context (for stylize's `during_run`) inside which a first signal waits for the next callback;
+        after it, the outputs are being written (`finishing`)."""
         self.deferring = True
         try:
             yield
         finally:
-            self.deferring = False
+            self.deferring, self.finishing = False, True
         if self.signals:  # a signal during the last call, which then ended: stop as the callback would have
             raise KeyboardInterrupt
 
@@ -620,8 +632,7 @@ def _main(argv: list[str] | None) -> int:
     """Return the exit code of `nst ARGV` (or, after a signal, exit at once with it)."""
     args = build_parser().parse_args(argv)
     command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
-    INTERRUPTS.signals.clear()
-    INTERRUPTS.deferring = False
+    INTERRUPTS.reset()
     old_handlers = (
         {
             sig: signal.signal(sig, INTERRUPTS.handler)
@@ -657,7 +668,9 @@ def _run(command, args: argparse.Namespace) -> int:
     """Return the exit code of `command(args)`, every failure turned into one line on stderr."""
     try:
         code = command(args)
-        return INTERRUPTS.exit_code if code == EXIT_INTERRUPTED else code
+        if code == 0 and INTERRUPTS.signals:  # a signal while the finished run's outputs were written: they are
+            print(f"nst: interrupted{INTERRUPTS.name} after the run finished; its outputs are written", file=sys.stderr)
+        return INTERRUPTS.exit_code if code == EXIT_INTERRUPTED or (code == 0 and INTERRUPTS.signals) else code
     except NSTError as exc:
         if args.debug:
             raise

@@ -382,3 +382,30 @@ def test_a_refusal_naming_such_a_file_is_one_line(tmp_path, monkeypatch, no_work
     err.flush()
     assert code == 2
     assert err.buffer.getvalue().startswith(rb"nst: error: --log r\xff.png is the same file as --output r\xff.png")
+
+
+FINISHING = """
+import os, signal, sys
+from nst_utils import cli, outputs, run
+write = outputs.save_image
+
+def save_after_a_signal(image, path):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # the user's signal arrives as the finished result is written
+    return write(image, path)
+
+run.save_image = save_after_a_signal  # the name stylize's write_outputs calls
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_signal_while_the_result_is_written_keeps_it(tmp_path, sig, code):
+    src = _png(tmp_path / "c.png", 2)
+    out, log = tmp_path / "o.png", tmp_path / "o.json"
+    argv = ["stylize", str(src), str(src), "--size", "32", "--steps", "3", "-q", "-o", str(out), "--log", str(log)]
+    p = subprocess.run([sys.executable, "-c", FINISHING, sig, *argv], cwd=ROOT, capture_output=True, timeout=300)
+    stderr = p.stderr.decode(errors="replace")
+    assert p.returncode == code, stderr[-2000:]
+    assert "after the run finished; its outputs are written" in stderr and "Traceback" not in stderr
+    assert_valid_png(out, (32, 23))  # the finished result, not thrown away
+    assert log.is_file() and '"history"' in log.read_text()
