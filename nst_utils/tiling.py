@@ -1,0 +1,277 @@
+"""An exact tiled evaluation: the Objective's loss terms and gradient computed tile by tile, for pictures larger
+than memory.
+
+Every style statistic is a position average (a Gram matrix is (1/M) sum_p f_p f_p^T, W2's mean and second moment
+likewise) and the content term is a sum over positions, so tiles can give the untiled loss and gradient exactly, to
+float32 rounding:
+
+1. The image is cut into tiles aligned to the stride of the deepest used layer (16 px up to block5), each read with
+   a halo as wide as that layer's receptive field reaches past the positions the tile owns (none past the border).
+2. Pass 1 forwards each tile, keeps the positions it owns at each layer and adds up each statistic's sums (weighted
+   per mask region under a GuidedObjective) and the content term's squared differences.
+3. The loss comes from the global sums as the Objective computes it, and so do dL/d(sums): small tensors.
+4. Pass 2 backpropagates, per tile, <dL/d(sums), the tile's own sums> plus its content term, and adds the tile's
+   input gradient (halo included) into the image's. The total variation is taken on the whole image.
+
+Cost: two forward passes and one backward per evaluation, times the halo's overhead; memory: one tile's activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from .config import CHANNELS, LAYERS, NSTError, depth
+from .objective import IMAGE_SPEC, GuidedObjective, Objective, _mass, total_variation
+
+
+def reach(layer: str) -> tuple[int, int, int]:
+    """Return (left, right, stride): unit i of `layer` sees the input pixels [stride*i - left, stride*i + right]."""
+    left = right = 0
+    stride = 1
+    for name in LAYERS[: depth(layer) + 1]:
+        if name.endswith("_pool"):  # 2x2 window, stride 2: unit j pools units 2j and 2j+1 below
+            right += stride
+            stride *= 2
+        else:  # 3x3 convolution, same padding: unit i sees units i-1, i, i+1 below
+            left += stride
+            right += stride
+    return left, right, stride
+
+
+def receptive_field(layer: str) -> int:
+    """Return the side in pixels of a `layer` unit's receptive field (156 for block5_conv1, 188 for block5_conv2)."""
+    left, right, _ = reach(layer)
+    return left + right + 1
+
+
+def tile_stride(layers: Sequence[str]) -> int:
+    """Return the stride in pixels of the deepest of `layers`: tiles and halos are multiples of it."""
+    return max(reach(n)[2] for n in layers)
+
+
+def min_halo(layers: Sequence[str]) -> int:
+    """Return the narrowest halo (px, a multiple of the stride) that makes every owned position of `layers` exact.
+
+    A tile owning the pixel rows [a, b) owns the units i with stride*i in [a, b) of each layer; they see the rows
+    [a - left, b - stride + right], which the read window [a - halo, b + halo) must hold (at the image's border the
+    zero padding is the same for the tile as for the image).
+    """
+    need = max(max(left, right - stride + 1) for left, right, stride in map(reach, layers))
+    step = tile_stride(layers)
+    return -(-need // step) * step
+
+
+def _span(index: tf.Tensor, size: tf.Tensor, tile: int, halo: int) -> tuple[tf.Tensor, ...]:
+    """Return (core start, core end, read start, read end) along one axis of the tile at `index` (end exclusive)."""
+    start = index * tile
+    end = tf.minimum(start + tile, size)
+    return start, end, tf.maximum(start - halo, 0), tf.minimum(end + halo, size)
+
+
+def _region_axes(t: tf.Tensor, mass: tf.Tensor) -> tf.Tensor:
+    """Return (R,) `mass` shaped to multiply a (batch, R, ...) statistic tensor `t`."""
+    return tf.reshape(mass, [1, -1] + [1] * (t.shape.rank - 2))
+
+
+class TiledObjective:
+    """An Objective evaluated tile by tile: the same terms and gradient (to float32 rounding) in a tile's memory.
+
+    `value_and_grad(image) -> (terms, gradient)` keeps the Objective's contract, so the optimisers and the tracker
+    take it unchanged; weights and targets stay the wrapped Objective's (its `aim` and `set_weights` apply).
+    """
+
+    def __init__(self, objective: Objective, tile: int, halo: int | None = None):
+        """Wrap `objective`, with square tiles of `tile` px (rounded down to the stride) and `halo` px of context
+        around each (default: `min_halo`, exact; a narrower halo is wrong near tile edges, for demonstration only)."""
+        self.objective = objective
+        self.layers = tuple(dict.fromkeys(objective.content_layers + objective.style_layers))
+        self.stride = tile_stride(self.layers)
+        if tile < self.stride:
+            raise NSTError(f"tiles of {tile} px are narrower than the network's stride; use at least {self.stride}")
+        self.tile = tile // self.stride * self.stride
+        self.halo = min_halo(self.layers) if halo is None else int(halo)
+        if self.halo < 0 or self.halo % self.stride:
+            raise ValueError(f"the halo must be a non-negative multiple of {self.stride} px, got {halo}")
+        self.guided = isinstance(objective, GuidedObjective)
+        self.loss_terms = tf.function(self._loss_terms, input_signature=[IMAGE_SPEC], autograph=False)
+        self.value_and_grad = tf.function(self._value_and_grad, input_signature=[IMAGE_SPEC], autograph=False)
+
+    # --- the wrapped Objective's controls --------------------------------------------------------------------------
+
+    def set_weights(self, *args, **kwargs) -> None:
+        """Change the wrapped Objective's loss weights in place (see Objective.set_weights); never retraces."""
+        self.objective.set_weights(*args, **kwargs)
+
+    def aim(self, *args, **kwargs) -> None:
+        """Take a config's weights and the images' targets into the wrapped Objective (see Objective.aim)."""
+        self.objective.aim(*args, **kwargs)
+
+    def tiles(self, height: int, width: int) -> int:
+        """Return how many tiles an HxW image is cut into."""
+        return -(-height // self.tile) * -(-width // self.tile)
+
+    def tracing_count(self) -> int:
+        """Return how many times the tiled functions were traced (should stay at one each)."""
+        return self.loss_terms.experimental_get_tracing_count() + self.value_and_grad.experimental_get_tracing_count()
+
+    # --- one tile ----------------------------------------------------------------------------------------------------
+
+    def _geometry(self, image: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Return the spans (core start, core end, read start, read end) of tile `k`'s rows and then its columns."""
+        shape = tf.shape(image)
+        across = (shape[2] + self.tile - 1) // self.tile
+        return _span(k // across, shape[1], self.tile, self.halo) + _span(k % across, shape[2], self.tile, self.halo)
+
+    def _weights(self, name: str) -> tf.Tensor | None:
+        """Return layer `name`'s (R, H, W) position weights over the whole image: the guides squared, or None."""
+        return tf.square(self.objective.guides[name]) if self.guided else None
+
+    def _parts(self, window: tf.Tensor, geo: tuple[tf.Tensor, ...], image_shape: tf.Tensor):
+        """Return (each style layer's statistic sums over the positions the tile owns, its content term (batch,))."""
+        obj = self.objective
+        r0, r1, rr0, _, c0, c1, cr0, _ = geo
+        feats = obj.extractor(window)
+        sums, content = {}, []
+        for n in self.layers:
+            s = reach(n)[2]
+            rows, cols = (r0 // s, r1 // s), (c0 // s, c1 // s)  # owned units, in the whole layer's coordinates
+            owned = feats[n][:, rows[0] - rr0 // s : rows[1] - rr0 // s, cols[0] - cr0 // s : cols[1] - cr0 // s]
+            if n in obj.content_layers:
+                target = obj.content_targets[n][:, rows[0] : rows[1], cols[0] : cols[1]]
+                size = tf.cast((image_shape[1] // s) * (image_shape[2] // s) * CHANNELS[n], tf.float32)
+                content.append(tf.reduce_sum(tf.square(owned - target), axis=[1, 2, 3]) / size)
+            if n in obj.style_layers:
+                whole = self._weights(n)
+                w = (
+                    tf.ones(tf.stack([1, rows[1] - rows[0], cols[1] - cols[0]]))
+                    if whole is None
+                    else whole[:, rows[0] : rows[1], cols[0] : cols[1]]
+                )
+                mass = _mass(w)  # describe is a weighted position average: times its mass, a sum
+                sums[n] = tf.nest.map_structure(
+                    lambda t, m=mass: t * _region_axes(t, m), obj.statistic.describe(owned, w)
+                )
+        return sums, tf.reshape(tf.add_n(content), [-1]) / len(obj.content_layers)
+
+    def _window(self, image: tf.Tensor, geo: tuple[tf.Tensor, ...]) -> tf.Tensor:
+        """Return the pixels tile `geo` reads (its core and halo)."""
+        return image[:, geo[2] : geo[3], geo[6] : geo[7]]
+
+    # --- the two passes ----------------------------------------------------------------------------------------------
+
+    def _zero_sums(self, image: tf.Tensor) -> dict:
+        """Return zeros shaped like one tile's statistic sums (from an empty feature map: no network run)."""
+        batch = tf.shape(image)[0]
+        regions = self.objective.guides[self.objective.style_layers[0]].shape[0] if self.guided else 1
+        return {
+            n: tf.nest.map_structure(
+                tf.zeros_like,
+                self.objective.statistic.describe(
+                    tf.zeros(tf.stack([batch, 0, 0, CHANNELS[n]])), tf.zeros((regions, 0, 0))
+                ),
+            )
+            for n in self.objective.style_layers
+        }
+
+    def _gather(self, image: tf.Tensor) -> tuple[dict, tf.Tensor]:
+        """Return pass 1's totals over all tiles: (each style layer's statistic sums, the unweighted content term)."""
+        shape = tf.shape(image)
+
+        def body(k, sums, content):
+            geo = self._geometry(image, k)
+            part, c = self._parts(self._window(image, geo), geo, shape)
+            return k + 1, tf.nest.map_structure(tf.add, sums, part), content + c
+
+        start = (tf.constant(0), self._zero_sums(image), tf.zeros(shape[:1]))
+        invariants = tf.nest.map_structure(lambda t: tf.TensorShape([None] * t.shape.rank), start)
+        count = self.tiles(shape[1], shape[2])
+        _, sums, content = tf.while_loop(
+            lambda k, *_: k < count, body, start, shape_invariants=invariants, parallel_iterations=1
+        )
+        return tf.nest.map_structure(lambda t, z: tf.ensure_shape(t, z.shape), sums, start[1]), content
+
+    def _style(self, sums: dict, image_shape: tf.Tensor) -> tf.Tensor:
+        """Return the unweighted-by-beta style term (batch,) from the global statistic sums, as the Objective's."""
+        obj = self.objective
+        w = obj.style_layer_weights
+        terms = []
+        for i, n in enumerate(obj.style_layers):
+            whole = self._weights(n)
+            if whole is None:
+                s = reach(n)[2]
+                count = tf.cast((image_shape[1] // s) * (image_shape[2] // s), tf.float32)
+                stats = tf.nest.map_structure(lambda t, m=count: t[:, 0] / m, sums[n])
+                dist = obj.statistic.distance(stats, obj.style_targets[n])
+            else:  # GuidedObjective._style_distance, from the sums: each region's distance weighted by its area
+                mass = _mass(whole)
+                stats = tf.nest.map_structure(lambda t, m=mass: t / _region_axes(t, m), sums[n])
+                target = obj.style_targets[n]
+                per_region = tf.stack(
+                    [
+                        obj.statistic.distance(
+                            tf.nest.map_structure(lambda t, r=r: t[:, r], stats),
+                            tf.nest.map_structure(lambda t, r=r: t[r][None], target),
+                        )
+                        for r in range(whole.shape[0])
+                    ],
+                    -1,
+                )
+                dist = tf.reduce_sum(per_region * obj.region_weights[n], -1)
+            terms.append(w[..., i] * dist)
+        return tf.add_n(terms)
+
+    def _terms(self, image: tf.Tensor, style: tf.Tensor, content: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Return the weighted terms {content, style, tv, total}, each (batch,), from the unweighted ones."""
+        obj = self.objective
+        terms = {"content": obj.alpha * content, "style": obj.beta * style, "tv": obj.tv * total_variation(image)}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+    def _loss_terms(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Return the Objective's weighted terms {content, style, tv, total}, each (batch,), by pass 1 alone."""
+        sums, content = self._gather(image)
+        return self._terms(image, self._style(sums, tf.shape(image)), content)
+
+    def _scatter(self, image: tf.Tensor, coefficients: dict) -> tf.Tensor:
+        """Return pass 2's image gradient of the style and content terms: each tile's surrogate backpropagated."""
+        shape = tf.shape(image)
+        alpha = self.objective.alpha
+
+        def body(k, grad):
+            geo = self._geometry(image, k)
+            window = self._window(image, geo)
+            with tf.GradientTape() as tape:
+                tape.watch(window)
+                sums, content = self._parts(window, geo, shape)
+                surrogate = tf.reduce_sum(alpha * content) + tf.add_n(
+                    [
+                        tf.reduce_sum(tf.stop_gradient(c) * s)
+                        for c, s in zip(tf.nest.flatten(coefficients), tf.nest.flatten(sums))
+                    ]
+                )
+            g = tape.gradient(surrogate, window)
+            pad = [[0, 0], [geo[2], shape[1] - geo[3]], [geo[6], shape[2] - geo[7]], [0, 0]]
+            return k + 1, grad + tf.pad(g, pad)
+
+        count = self.tiles(shape[1], shape[2])
+        start = (tf.constant(0), tf.zeros_like(image))
+        invariants = (tf.TensorShape([]), tf.TensorShape([None] * 4))
+        _, grad = tf.while_loop(lambda k, _: k < count, body, start, shape_invariants=invariants, parallel_iterations=1)
+        return tf.ensure_shape(grad, image.shape)
+
+    def _value_and_grad(self, image: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Return (terms, gradient of the summed total with respect to the image), as Objective.value_and_grad."""
+        sums, content = self._gather(image)
+        flat = tf.nest.flatten(sums)
+        with tf.GradientTape() as tape:
+            tape.watch(flat)
+            style = self._style(tf.nest.pack_sequence_as(sums, flat), tf.shape(image))
+            weighted = tf.reduce_sum(self.objective.beta * style)
+        coefficients = tape.gradient(weighted, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            tv = tf.reduce_sum(self.objective.tv * total_variation(image))
+        grad = self._scatter(image, coefficients) + tape.gradient(tv, image)
+        return self._terms(image, style, content), grad

@@ -1,0 +1,138 @@
+"""The tiled evaluation gives the untiled loss terms and gradient (float32 rounding), and so the same run."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import synthetic_image
+
+from nst_utils import NSTError
+from nst_utils.config import CONTENT_LAYERS, STYLE_LAYERS, StyleConfig
+from nst_utils.objective import build_objective
+from nst_utils.optimizers import run_lbfgs
+from nst_utils.tiling import TiledObjective, min_halo, receptive_field, tile_stride
+from nst_utils.tracking import Tracker
+
+# Layers up to block3: a halo of 16 px, so 32-px tiles of a ~100-px image read only part of it (the default layers'
+# 96-px halo reaches across these small test images from every tile).
+SHALLOW = {"content_layers": ("block3_conv2",), "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1")}
+
+
+def evaluate(objective, image: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Return (terms of image 0, gradient) of `objective` at a (H, W, 3) image."""
+    terms, grad = objective.value_and_grad(tf.constant(image[None]))
+    return {k: float(v[0]) for k, v in terms.items()}, grad.numpy()
+
+
+def assert_same(untiled, tiled, image: np.ndarray, grad_tol: float = 1e-5) -> None:
+    """Assert both objectives give the same terms (rtol 1e-4) and gradient (to grad_tol of its largest entry)."""
+    terms, grad = evaluate(untiled, image)
+    tiled_terms, tiled_grad = evaluate(tiled, image)
+    for name, value in terms.items():
+        assert tiled_terms[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    scale = np.abs(grad).max()
+    assert scale > 0
+    np.testing.assert_allclose(tiled_grad, grad, rtol=1e-4, atol=grad_tol * scale)
+
+
+def test_halo_and_stride_come_from_the_layers():
+    assert receptive_field("block5_conv1") == 156 and receptive_field("block5_conv2") == 188  # part 6's numbers
+    assert tile_stride(CONTENT_LAYERS + STYLE_LAYERS) == 16 and tile_stride(("block5_pool",)) == 32
+    # (receptive field - stride) / 2 on each side, rounded up to the stride
+    assert min_halo(CONTENT_LAYERS + STYLE_LAYERS) == 96 and min_halo(("block5_conv1",)) == 80
+    assert min_halo(SHALLOW["content_layers"]) == 16
+
+
+CASES = {
+    "gram": ({}, 1, False),
+    "wasserstein": ({"style_statistic": "wasserstein"}, 1, False),
+    "two blended styles": ({}, 2, False),
+    "normalised, average pooling": ({"normalize_vgg": True, "pooling": "avg", "alpha": 1.0, "beta": 3.0}, 1, False),
+    "mask, two styles": ({}, 2, True),
+    "shallow gram": (SHALLOW, 1, False),
+    "shallow wasserstein, mask": (SHALLOW | {"style_statistic": "wasserstein"}, 2, True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tiled_equals_untiled(case):
+    settings, n_styles, masked = CASES[case]
+    shape = (98, 76) if "content_layers" in settings else (96, 128)  # tiles of 32 or 48 px: uneven border tiles
+    content = synthetic_image(*shape, seed=1)
+    styles = [synthetic_image(64, 64, seed=2 + i) for i in range(n_styles)]
+    mask = None
+    if masked:
+        mask = np.zeros(shape, np.float32)
+        mask[:, : shape[1] // 3] = 1.0
+        mask[: shape[0] // 2] = 0.5
+    config = StyleConfig(size=max(shape), precision="float32", **settings)
+    blend = [0.7, 0.3] if n_styles == 2 and not masked else None
+    untiled = build_objective(config, content, styles, blend, mask=mask)
+    tiled = TiledObjective(untiled, 32 if "content_layers" in settings else 48)
+    assert tiled.tiles(*shape) == (12 if "content_layers" in settings else 6)
+    assert_same(untiled, tiled, synthetic_image(*shape, seed=5))
+
+
+def test_a_narrower_halo_than_the_receptive_field_changes_the_gradient():
+    shape = (98, 76)
+    content, style, image = (synthetic_image(*shape, seed=1), synthetic_image(64, 64, 2), synthetic_image(*shape, 5))
+    untiled = build_objective(StyleConfig(size=98, precision="float32", **SHALLOW), content, [style])
+    exact = TiledObjective(untiled, 32)
+    assert_same(untiled, exact, image)
+    narrow = TiledObjective(untiled, 32, halo=exact.halo - exact.stride)
+    _, grad = evaluate(untiled, image)
+    _, wrong = evaluate(narrow, image)
+    assert np.abs(wrong - grad).max() > 1e-2 * np.abs(grad).max()
+
+
+def test_bfloat16_tiled_is_close_to_untiled():
+    shape = (98, 76)
+    config = StyleConfig(size=98, precision="bfloat16", **SHALLOW)
+    untiled = build_objective(config, synthetic_image(*shape, seed=1), [synthetic_image(64, 64, 2)])
+    image = synthetic_image(*shape, seed=5)
+    terms, grad = evaluate(untiled, image)
+    tiled_terms, tiled_grad = evaluate(TiledObjective(untiled, 32), image)
+    assert tiled_terms["total"] == pytest.approx(terms["total"], rel=1e-3)
+    # bfloat16's 8-bit mantissa: the backward pass rounds differently for a tile's share of the gradient
+    np.testing.assert_allclose(tiled_grad, grad, atol=2e-2 * np.abs(grad).max())
+
+
+def test_a_tiled_run_makes_the_same_picture():
+    shape = (96, 128)
+    content, style = synthetic_image(*shape, seed=1), synthetic_image(64, 64, 2)
+    untiled = build_objective(StyleConfig(size=128, precision="float32"), content, [style])
+    tiled = TiledObjective(untiled, 48)
+    pictures, histories = [], []
+    for objective in (untiled, tiled):
+        tracker = Tracker(5, None, False, "test")
+        run_lbfgs(objective, content, 5, tracker)
+        pictures.append(tracker.best_image)
+        histories.append(np.array(tracker.history["total"]))
+    assert len(histories[1]) == 5 and histories[1][-1] < histories[1][0]
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-4)
+    assert np.abs(pictures[1] - content).max() > 1e-2  # the run moved the picture ...
+    # ... and both runs alike: float32 rounding moves a few pixels at the [0, 1] bounds' edge by ~1e-4, so the same
+    # picture to a quarter of an 8-bit level, and on average to 1e-5
+    difference = np.abs(pictures[1] - pictures[0])
+    assert difference.max() < 1e-3 and difference.mean() < 1e-5
+    assert tiled.tracing_count() == 1  # the L-BFGS graph traced value_and_grad once
+
+
+def test_one_trace_for_every_image_size_and_weight():
+    untiled = build_objective(
+        StyleConfig(size=76, precision="float32", **SHALLOW), synthetic_image(98, 76, 1), [synthetic_image(64, 64, 2)]
+    )
+    tiled = TiledObjective(untiled, 32)
+    for shape in ((98, 76), (64, 40)):
+        untiled.set_content(synthetic_image(*shape, seed=1)[None])
+        tiled.set_weights(alpha=2e4)
+        assert_same(untiled, tiled, synthetic_image(*shape, seed=5))
+    assert tiled.value_and_grad.experimental_get_tracing_count() == 1
+
+
+def test_tiles_narrower_than_the_stride_are_refused():
+    untiled = build_objective(
+        StyleConfig(size=64, precision="float32"), synthetic_image(64, 64, 1), [synthetic_image(64, 64, 2)]
+    )
+    with pytest.raises(NSTError, match="at least 16"):
+        TiledObjective(untiled, 8)
+    assert TiledObjective(untiled, 40).tile == 32  # rounded down to the stride
