@@ -31,7 +31,7 @@ from .memory import check_source
 from .objective import Objective, build_objective, initial_image
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .outputs import WriteError, save_image
-from .tracking import Callback, Tracker
+from .tracking import STALLED, Callback, Tracker, kept_start
 
 
 @dataclass
@@ -293,6 +293,8 @@ def run(
         tracker.message = (tracker.message.split(";")[0] + "; " if tracker.message else "") + (
             "the result is the unoptimised start image"
         )
+    elif kept_start(tracker.history["total"], tracker.best_loss):  # finite, but nothing better than the start
+        tracker.message = "; ".join(m for m in (tracker.message, STALLED) if m)
     writes.note = tracker.message
     return Result(
         image=inputs.result_image(np.clip(best, 0.0, 1.0)),

@@ -35,7 +35,7 @@ from .inputs import check_arguments, prepare_inputs
 from .objective import Objective, build_objective, initial_image
 from .optimizers import drive_lbfgs, new_lbfgs, run_adam
 from .run import Result
-from .tracking import TERMS, BatchTracker
+from .tracking import STALLED, TERMS, BatchTracker, kept_start
 
 # callback(step, images BxHxWx3, per-image terms as floats) -> True to stop early
 SweepCallback = Callable[[int, np.ndarray, list], "bool | None"]
@@ -96,6 +96,8 @@ class _CellTracker(BatchTracker):
             message = self.message
         if unoptimised:
             message = (message.split(";")[0] + "; " if message else "") + "its image is the unoptimised start"
+        elif kept_start(self.history[i]["total"], self.best_loss[i]):  # finite, but nothing better than its start
+            message = "; ".join(m for m in (message, STALLED) if m)
         return message
 
 

@@ -138,6 +138,15 @@ def converged(totals: Sequence[float], tol: float | None, window: int = TOL_WIND
     return before - now < tol * abs(now)
 
 
+STALLED = "no evaluation lowered the loss below the start's, so the result is the start image"
+
+
+def kept_start(totals: Sequence[float], best_loss: float) -> bool:
+    """Return True if a run of several evaluations never lowered its loss below the first (its start's): its best
+    image is the start image (e.g. a line search that found no lower point near an already optimal start)."""
+    return len(totals) > 1 and math.isfinite(totals[0]) and best_loss >= totals[0]
+
+
 class Stop(Exception):
     """Raised inside scipy's loop to end the L-BFGS run early."""
 

@@ -46,6 +46,7 @@ def tiny_means(monkeypatch):
     """Compute the channel means from 32-px reference images (fast) and forget the ones this process computed."""
     monkeypatch.setattr(model, "REFERENCE_SIZE", TINY)
     monkeypatch.setattr(assets, "_WARNED", set())
+    monkeypatch.setattr(model, "_EXTRACTORS", {})  # a normalised VGG19 an earlier test built holds its means already
     model.channel_means.cache_clear()
     yield
     model.channel_means.cache_clear()
@@ -405,3 +406,14 @@ def test_api_arguments_of_the_wrong_type_raise_type_error(tmp_path, monkeypatch,
         with pytest.raises(TypeError, match=needle):
             sweep(settings=ratio_settings([1]), **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_run_that_never_beats_its_start_says_its_result_is_the_start(optimizer):
+    photo = synthetic_image(24, 32, seed=3)
+    config = StyleConfig(size=32, steps=4, beta=0.0, tv=0.0, optimizer=optimizer)  # the photo itself is the minimum
+    result = stylize(photo, synthetic_image(24, 32, seed=4), config, progress=False)
+    assert result.steps == 4 and result.best_loss >= result.history["total"][0]
+    assert "the result is the start image" in result.message and not result.unoptimised
+    moving = stylize(photo, synthetic_image(24, 32, seed=4), config.replace(beta=1e-2), progress=False)
+    assert "start image" not in moving.message  # a run that lowers its loss says nothing of the kind
