@@ -12,10 +12,10 @@ The logic lives in `PreviewEngine`, plain Python that tests call without a brows
 
 `SliderPanel` wraps the engine in ipywidgets (alpha and beta FloatLogSliders and a tv slider
 whose first stop is 0, all with continuous_update=False; the preview shown large above them,
-scaled smoothly by the browser; a ratio read-out and two buttons that scale alpha and beta
-together). A release updates the read-out, a "refining..." status and the nearest preset image at
-once, in the kernel's message handler; the refinement runs in a background thread that a
-newer release cancels, so quick key presses never queue up behind each other.
+scaled smoothly by the browser; a ratio read-out and two buttons that scale alpha, beta and tv
+together, greyed out where a slider would run past its end). A release updates the read-out, a "refining..."
+status and the nearest preset image at once, in the kernel's message handler; the refinement runs in a
+background thread that a newer release cancels, so quick key presses never queue up behind each other.
 """
 
 from __future__ import annotations
@@ -280,8 +280,9 @@ class SliderPanel:
             format="png",
             layout=W.Layout(width=f"{round(w * zoom)}px", height=f"{round(h * zoom)}px"),
         )
-        self.up = W.Button(description="alpha, beta x10", tooltip="scale alpha and beta together: same ratio")
-        self.down = W.Button(description="alpha, beta /10", tooltip="scale alpha and beta together: same ratio")
+        tip = "scale alpha, beta and tv together: same ratios, same picture"
+        self.up = W.Button(description="all weights x10", tooltip=tip)
+        self.down = W.Button(description="all weights /10", tooltip=tip)
         self.up.on_click(lambda _: self.scale(10.0))
         self.down.on_click(lambda _: self.scale(0.1))
         self._busy = False
@@ -294,6 +295,7 @@ class SliderPanel:
         self.widget = W.VBox(
             [self.preview, self.alpha, self.beta, self.tv, W.HBox([self.up, self.down]), self.readout, self.status]
         )
+        self._enable_buttons()
 
     def _readout(self) -> str:
         """Return the read-out HTML for the sliders' current values."""
@@ -312,6 +314,7 @@ class SliderPanel:
         self._generation += 1
         generation = self._generation
         self.readout.value = self._readout()
+        self._enable_buttons()
         self.status.value = "refining..."
         with self._lock:  # the previous refinement sees the new generation at its next evaluation and stops
             start = self.engine.jump(self.alpha.value, self.beta.value, self.tv.value)
@@ -346,12 +349,26 @@ class SliderPanel:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def fits(self, k: float) -> bool:
+        """Return whether alpha, beta and tv times k all stay within their sliders (a tv of 0 stays 0)."""
+        on_log = all(s.min - 1e-9 <= math.log10(s.value * k) <= s.max + 1e-9 for s in (self.alpha, self.beta))
+        stops, tv = [v for _, v in self.tv.options], self.tv.value * k
+        return on_log and (tv == 0 or stops[1] * (1 - 1e-9) <= tv <= stops[-1] * (1 + 1e-9))
+
+    def _enable_buttons(self) -> None:
+        """Grey out a scaling button where it would push a slider past its end (and change the ratios)."""
+        self.up.disabled, self.down.disabled = not self.fits(10.0), not self.fits(0.1)
+
     def scale(self, k: float) -> None:
-        """Multiply alpha and beta by k together (the ratio stays) and refine from the current image."""
+        """Multiply alpha, beta and tv by k (ratios and picture stay) and refine; refuse where a slider would end."""
+        if not self.fits(k):
+            self.status.value = f"x{fmt(k)} would push a slider past its end and change the ratios: not scaled"
+            return
         self._busy = True
         try:
             self.alpha.value = self.alpha.value * k
             self.beta.value = self.beta.value * k
+            self.tv.index = nearest_stop([v for _, v in self.tv.options], self.tv.value * k)
         finally:
             self._busy = False
         self._on_change()

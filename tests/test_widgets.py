@@ -153,9 +153,9 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     panel.wait(120)
     assert engine.beta == pytest.approx(56.2) and "refined" in panel.status.value
     ratio = engine.ratio
-    panel.scale(10.0)  # alpha and beta together: the ratio is kept
+    panel.scale(10.0)  # alpha, beta and tv together: the ratios are kept (tv 0 stays 0)
     panel.wait(120)
-    assert engine.ratio == pytest.approx(ratio)
+    assert engine.ratio == pytest.approx(ratio) and engine.alpha == pytest.approx(10.0) and engine.tv == 0.0
     tv = panel.tv.options[5][1]
     panel.tv.value = tv
     panel.wait(120)
@@ -166,4 +166,11 @@ def test_panel_responds_at_once_and_refines_in_the_background_without_retracing(
     panel.set_values(tv=1.1)  # from code: the nearest stop
     panel.wait(120)
     assert engine.tv == pytest.approx(1.0) and panel.tv.label == fmt(1.0)
+    assert panel.up.disabled and not panel.down.disabled  # x10: beta past 10^3.5, tv past its top stop 1
+    panel.scale(10.0)  # refused, not clamped: a clamped slider would change the ratios
+    assert (panel.alpha.value, panel.beta.value, panel.tv.value) == pytest.approx((10.0, 562.0, 1.0))
+    assert "not scaled" in panel.status.value
+    panel.scale(0.1)  # all three down a decade: the ratios stay
+    panel.wait(120)
+    assert (engine.alpha, engine.beta, engine.tv) == pytest.approx((1.0, 56.2, 0.1)) and not panel.up.disabled
     assert engine.objective.tracing_count() == traces
