@@ -245,6 +245,16 @@ class StyleConfig:
             choices=STYLE_STATISTICS,
         ),
     )
+    tile: int | None = field(
+        default=None,
+        metadata=option(
+            "evaluate the loss in tiles of PX px (rounded down to the network's stride, 16 px up to block5), each "
+            "read with the receptive field's halo: the same loss and gradient in one tile's memory, at the cost of "
+            "a second forward pass and the halos; 0: never tile (default: untiled)",
+            metavar="PX",
+            sweep=False,
+        ),
+    )
 
     def __post_init__(self) -> None:
         """Validate every field, raising NSTError with one clear line."""
@@ -290,6 +300,8 @@ class StyleConfig:
             object.__setattr__(self, "style_layer_weights", w)
         self._check_controls()
         self._check_scales()
+        if self.tile is not None and (not isinstance(self.tile, int) or isinstance(self.tile, bool) or self.tile < 0):
+            raise NSTError(f"tile must be a whole number of px >= 0 (0: never tile), got {self.tile!r}")
 
     def _check_scales(self) -> None:
         """Validate the coarse-to-fine schedule: ascending long sides from 16 px up to below `size`."""

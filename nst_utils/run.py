@@ -31,6 +31,7 @@ from .memory import check_source
 from .objective import Objective, build_objective, initial_image
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .outputs import WriteError, save_image
+from .tiling import TiledObjective
 from .tracking import STALLED, Callback, Tracker, kept_start
 
 
@@ -61,7 +62,7 @@ class Plan:
 
     config: StyleConfig
     inputs: Inputs
-    objective: Objective
+    objective: Objective | TiledObjective
     x0: np.ndarray
     ckpt: ckpt_mod.Checkpoint | None = None
     lbfgs: ProjectedLBFGS | None = None  # the objective's traced L-BFGS (coarse-to-fine's, a kept one, the run's)
@@ -194,6 +195,8 @@ def plan(
     inputs = ckpt.inputs if ckpt else prepare_inputs(config, content, style, style_mask)
     content_img, style_imgs = inputs.content, inputs.styles
     objective, lbfgs = take_objective(config, inputs, weights)
+    if config.tile:  # the same loss and gradient tile by tile (tiling.py), with its own L-BFGS
+        objective, lbfgs = TiledObjective(objective, config.tile), None
     if ckpt:
         x0 = ckpt.image
         if config.optimizer == "lbfgs" and ckpt.optimizer_state:  # its exact shapes are the optimiser's to check
@@ -378,7 +381,7 @@ def coarse_to_fine(
     return with_detail(x, content) if x is not x0 else x0
 
 
-RESUME_FREE = ("steps", "learning_rate", "precision", "tol")  # how long and how a resumed run computes may change
+RESUME_FREE = ("steps", "learning_rate", "precision", "tol", "tile")  # how long and how a resumed run computes: free
 RESUME_FIXED = tuple(f.name for f in fields(StyleConfig) if f.compare and f.name not in RESUME_FREE)  # the checkpoint's
 
 

@@ -108,6 +108,14 @@ class TiledObjective:
         """Take a config's weights and the images' targets into the wrapped Objective (see Objective.aim)."""
         self.objective.aim(*args, **kwargs)
 
+    def set_content(self, image) -> None:
+        """Compute and store the wrapped Objective's content targets (see Objective.set_content)."""
+        self.objective.set_content(image)
+
+    def set_style(self, images: Sequence, blend: Sequence[float] | None = None) -> None:
+        """Compute and store the wrapped Objective's style targets (see Objective.set_style)."""
+        self.objective.set_style(images, blend)
+
     def tiles(self, height: int, width: int) -> int:
         """Return how many tiles an HxW image is cut into."""
         return -(-height // self.tile) * -(-width // self.tile)

@@ -136,3 +136,41 @@ def test_tiles_narrower_than_the_stride_are_refused():
     with pytest.raises(NSTError, match="at least 16"):
         TiledObjective(untiled, 8)
     assert TiledObjective(untiled, 40).tile == 32  # rounded down to the stride
+
+
+def test_stylize_tile_gives_the_untiled_picture_and_resumes(tmp_path):
+    from nst_utils import stylize
+
+    content, style = synthetic_image(96, 128, seed=1), synthetic_image(64, 64, 2)
+    settings = {"size": 128, "steps": 5, "precision": "float32", "progress": False}
+    untiled = stylize(content, style, **settings)
+
+    def stop_at_2(step, image, terms):
+        if step >= 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "tiled.ckpt.npz"
+    stopped = stylize(content, style, tile=48, callback=stop_at_2, checkpoint=ckpt, **settings)
+    assert stopped.interrupted and stopped.config.tile == 48 and ckpt.is_file()
+    resumed = stylize(resume=ckpt, progress=False)  # goes on tiled, with the checkpoint's config
+    assert resumed.config.tile == 48 and resumed.steps == 5
+    np.testing.assert_allclose(resumed.history["total"], untiled.history["total"], rtol=1e-4)
+    difference = np.abs(resumed.image - untiled.image)
+    assert difference.max() < 1e-3 and difference.mean() < 1e-5
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_a_tile_must_be_a_whole_number_of_px(bad):
+    with pytest.raises(NSTError, match="tile must be a whole number"):
+        StyleConfig(tile=bad)
+    assert StyleConfig(tile=0).tile == 0 and StyleConfig().tile is None
+
+
+def test_tile_zero_never_tiles():
+    from nst_utils.cli import build_parser
+    from nst_utils.run import plan
+
+    assert build_parser().parse_args(["stylize", "--tile", "0"]).settings["tile"] == 0
+    content, style = synthetic_image(64, 64, 1), synthetic_image(64, 64, 2)
+    assert type(plan(content, style, StyleConfig(size=64, tile=0)).objective).__name__ == "Objective"
+    assert isinstance(plan(content, style, StyleConfig(size=64, tile=32)).objective, TiledObjective)
