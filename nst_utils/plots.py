@@ -29,9 +29,11 @@ def show_images(
     suptitle: str | None = None,
     height: float = 3.5,
     max_width: float | None = 14.0,
+    interpolation: str | None = None,
 ) -> plt.Figure:
     """Return a figure with the images in rows of at most 3 (4 as 2x2), each titled, axes hidden, each row at most
-    `max_width` inches wide (lower than `height` where needed): about 1400 px at 100 dpi, legible when shrunk."""
+    `max_width` inches wide (lower than `height` where needed): about 1400 px at 100 dpi, legible when shrunk.
+    `interpolation="nearest"` draws each pixel as a sharp square (matplotlib's default smooths enlarged images)."""
     n = len(images)
     rows = -(-n // 3)
     cols = -(-n // rows)
@@ -49,7 +51,7 @@ def show_images(
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
-        ax.imshow(to_uint8(img))
+        ax.imshow(to_uint8(img), interpolation=interpolation)
         ax.set_title(title, fontsize=12)
     if suptitle:
         fig.suptitle(suptitle, fontweight="bold", fontsize=13)
@@ -59,7 +61,7 @@ def show_images(
 
 def plot_history(
     history: dict[str, Sequence[float]],
-    title: str = "Loss terms per step",
+    title: str = "Loss terms per evaluation",
     ax: plt.Axes | None = None,
     label_prefix: str = "",
 ) -> plt.Figure:
@@ -77,7 +79,7 @@ def plot_history(
                 lw=2 if term == "total" else 1.2,
             )
     ax.set_yscale("log")
-    ax.set_xlabel("step (loss evaluation)")
+    ax.set_xlabel("loss evaluation")
     ax.set_ylabel("weighted loss")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
@@ -137,19 +139,20 @@ def compare_histories(
     term: str = "total",
     title: str = "Optimisers on the same objective",
     ax: plt.Axes | None = None,
+    legend_rows: bool = False,
 ) -> plt.Figure:
     """Return a figure of one loss term per loss evaluation for several runs (e.g. L-BFGS vs Adam), log scale, the
-    legend below the axes, where it hides no curve."""
+    legend below the axes, where it hides no curve (one entry per row with `legend_rows`, for long labels)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.4)) if ax is None else (ax.figure, ax)
     for label, history in histories.items():
         values = history[term]
         ax.plot(np.arange(1, len(values) + 1), values, label=f"{label} (best {min(values):.3g})", lw=1.6)
     ax.set_yscale("log")
-    ax.set_xlabel("loss evaluations")
+    ax.set_xlabel("loss evaluation")
     ax.set_ylabel(f"{term} loss")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1 if legend_rows else 2)
     fig.tight_layout()
     return fig
 
@@ -222,15 +225,18 @@ def plot_feature_maps(
     image: np.ndarray | None = None,
     title: str = "What each block sees: its most active feature maps",
 ) -> plt.Figure:
-    """Return a grid figure: one row per layer, one column per feature map (each scaled to its own range)."""
+    """Return a grid figure: one row per layer (named on the left), one column per feature map (each scaled to its
+    own range), the input image once at the top left."""
     layers = list(maps)
     n = max(m.shape[0] for m in maps.values())
     cols = n + (image is not None)
     fig, axes = plt.subplots(len(layers), cols, figsize=(2.0 * cols + 0.8, 1.45 * len(layers) + 0.9), squeeze=False)
     for r, name in enumerate(layers):
-        if image is not None:
+        if image is not None and r == 0:  # the input once, at the top: every row sees the same image
             axes[r][0].imshow(np.clip(image, 0, 1))
-            axes[r][0].set_title("input" if r == 0 else "", fontsize=9)
+            axes[r][0].set_title("input", fontsize=9)
+        elif image is not None:
+            axes[r][0].set_frame_on(False)
         for c in range(n):
             ax = axes[r][c + (image is not None)]
             m = maps[name][c]
@@ -242,7 +248,6 @@ def plot_feature_maps(
             ax.set_yticks([])
     fig.suptitle(title, fontweight="bold")
     fig.supxlabel("feature maps (channels with the largest mean activation; brighter = stronger)", fontsize=9)
-    fig.supylabel("layer", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -305,8 +310,8 @@ def plot_reconstruction_losses(recs: Sequence, title: str) -> plt.Figure:
             ms=5,
         )
     ax.set_yscale("log")
-    ax.set_xlabel("step (loss evaluation)")
-    ax.set_ylabel("loss / loss at step 1")
+    ax.set_xlabel("loss evaluation")
+    ax.set_ylabel("loss / loss at evaluation 1")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -166,6 +166,12 @@ def test_04_optimize(tmp_path):
         re.search(r"train_step vs optimizers.Adam: largest relative difference over 3 steps (\S+)", text).group(1)
     )
     assert gap < 1e-3
+    # the prose: Adam's epsilon = 0.1 is negligible beside the gradients at the photo
+    assert float(re.search(r"median \|gradient\| at the photo (\S+), against epsilon = 0.1", text).group(1)) > 100
+    scipy_start, scipy_best = map(
+        float, re.search(r"scipy L-BFGS-B: loss (\S+) -> best (\S+) in the first 6 evaluations", text).groups()
+    )
+    assert scipy_best < scipy_start
     # scipy.optimize.minimize in view reaches the package's run_scipy_lbfgs losses, evaluation by evaluation
     last = re.search(r"the same loss after each of 6 evaluations; last (\S+) vs (\S+)", text).groups()
     assert abs(float(last[0]) / float(last[1]) - 1) < 1e-3
@@ -189,6 +195,9 @@ def test_04_optimize(tmp_path):
     for name, (n, start, best) in runs.items():
         assert n == 8 and best < start, (name, runs[name])
     assert abs(runs["lbfgs"][2] / float(first.group(1)) - 1) < 1e-3  # the comparison reuses the first picture's run
+    # the hand-written objective sees the painting at STYLE_SIZE, as stylize does: the same loss at the photo
+    photo = float(re.search(r"^ *photo: loss (\S+), same as nst.Objective$", text, re.M).group(1))
+    assert abs(runs["lbfgs"][1] / photo - 1) < 1e-2
     # colour preservation brings the result's mean colour closer to the photo's
     dist = dict(re.findall(r"^ *(default|luminance|histogram): mean colour distance to the photo (\S+)$", text, re.M))
     assert set(dist) == {"default", "luminance", "histogram"}

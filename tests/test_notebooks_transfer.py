@@ -27,7 +27,7 @@ def test_05_what_layers_see(tmp_path):
     nb = run_notebook("05_what_layers_see", tmp_path, SIZE=48, STEPS=6, FEATURE_SIZE=64, N_MAPS=2)
     text = outputs_text(nb)
     assert "our loop matches explore.reconstruct_content on conv1_2" in text  # after its assert_allclose passed
-    lines = re.findall(r"^ *(.+?): loss (\S+) -> (\S+) \(([\d.]+)% of start, 6 steps\)$", text, re.M)
+    lines = re.findall(r"^ *(.+?): loss (\S+) -> (\S+) \(([\d.]+)% of start, 6 (?:steps|evaluations)\)$", text, re.M)
     assert len(lines) == 10, "5 content and 5 style reconstructions"
     assert all(float(best) < float(start) for _, start, best, _ in lines), lines  # every one lowered its loss
     starts = {label: float(start) for label, start, _, _ in lines}
