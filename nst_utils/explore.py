@@ -129,7 +129,7 @@ class Reconstruction:
         """Return one line: label, loss at the start and the best loss reached."""
         return (
             f"{self.label:>32}: loss {self.history[0]:.3e} -> {min(self.history):.3e} "
-            f"({100 * min(self.history) / self.history[0]:.2f}% of start, {len(self.history)} steps)"
+            f"({100 * min(self.history) / self.history[0]:.2f}% of start, {len(self.history)} evaluations)"
         )
 
 
