@@ -64,9 +64,10 @@ def min_halo(layers: Sequence[str]) -> int:
 
 
 def _span(index: tf.Tensor, size: tf.Tensor, tile: int, halo: int) -> tuple[tf.Tensor, ...]:
-    """Return (core start, core end, read start, read end) along one axis of the tile at `index` (end exclusive)."""
+    """Return (core start, core end, read start, read end) along one axis of the tile at `index` (end exclusive); the
+    last tile takes the remainder (tile to 2 tile - 1 px), so that every tile owns units at every layer."""
     start = index * tile
-    end = tf.minimum(start + tile, size)
+    end = tf.where(index == tf.maximum(size // tile, 1) - 1, size, start + tile)
     return start, end, tf.maximum(start - halo, 0), tf.minimum(end + halo, size)
 
 
@@ -116,9 +117,9 @@ class TiledObjective:
         """Compute and store the wrapped Objective's style targets (see Objective.set_style)."""
         self.objective.set_style(images, blend)
 
-    def tiles(self, height: int, width: int) -> int:
-        """Return how many tiles an HxW image is cut into."""
-        return -(-height // self.tile) * -(-width // self.tile)
+    def tiles(self, height, width):
+        """Return how many tiles an HxW image is cut into (ints, or scalar tensors in a graph)."""
+        return tf.maximum(height // self.tile, 1) * tf.maximum(width // self.tile, 1)
 
     def tracing_count(self) -> int:
         """Return how many times the tiled functions were traced (should stay at one each)."""
@@ -129,7 +130,7 @@ class TiledObjective:
     def _geometry(self, image: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Return the spans (core start, core end, read start, read end) of tile `k`'s rows and then its columns."""
         shape = tf.shape(image)
-        across = (shape[2] + self.tile - 1) // self.tile
+        across = tf.maximum(shape[2] // self.tile, 1)
         return _span(k // across, shape[1], self.tile, self.halo) + _span(k % across, shape[2], self.tile, self.halo)
 
     def _weights(self, name: str) -> tf.Tensor | None:
@@ -150,17 +151,17 @@ class TiledObjective:
                 target = obj.content_targets[n][:, rows[0] : rows[1], cols[0] : cols[1]]
                 size = tf.cast((image_shape[1] // s) * (image_shape[2] // s) * CHANNELS[n], tf.float32)
                 content.append(tf.reduce_sum(tf.square(owned - target), axis=[1, 2, 3]) / size)
-            if n in obj.style_layers:
+            if n in obj.style_layers:  # describe is a (weighted) position average: times its mass, a sum
                 whole = self._weights(n)
-                w = (
-                    tf.ones(tf.stack([1, rows[1] - rows[0], cols[1] - cols[0]]))
-                    if whole is None
-                    else whole[:, rows[0] : rows[1], cols[0] : cols[1]]
-                )
-                mass = _mass(w)  # describe is a weighted position average: times its mass, a sum
-                sums[n] = tf.nest.map_structure(
-                    lambda t, m=mass: t * _region_axes(t, m), obj.statistic.describe(owned, w)
-                )
+                if whole is None:
+                    count = tf.cast((rows[1] - rows[0]) * (cols[1] - cols[0]), tf.float32)
+                    sums[n] = tf.nest.map_structure(lambda t, m=count: t * m, obj.statistic.describe(owned))
+                else:
+                    w = whole[:, rows[0] : rows[1], cols[0] : cols[1]]
+                    mass = _mass(w)
+                    sums[n] = tf.nest.map_structure(
+                        lambda t, m=mass: t * _region_axes(t, m), obj.statistic.describe(owned, w)
+                    )
         return sums, tf.reshape(tf.add_n(content), [-1]) / len(obj.content_layers)
 
     def _window(self, image: tf.Tensor, geo: tuple[tf.Tensor, ...]) -> tf.Tensor:
@@ -170,17 +171,12 @@ class TiledObjective:
     # --- the two passes ----------------------------------------------------------------------------------------------
 
     def _zero_sums(self, image: tf.Tensor) -> dict:
-        """Return zeros shaped like one tile's statistic sums (from an empty feature map: no network run)."""
-        batch = tf.shape(image)[0]
-        regions = self.objective.guides[self.objective.style_layers[0]].shape[0] if self.guided else 1
+        """Return zeros shaped like one tile's statistic sums (described from a zero feature map: no network run)."""
+        batch, obj = tf.shape(image)[0], self.objective
+        weights = {n: tf.zeros((self._weights(n).shape[0], 1, 1)) if self.guided else None for n in obj.style_layers}
         return {
-            n: tf.nest.map_structure(
-                tf.zeros_like,
-                self.objective.statistic.describe(
-                    tf.zeros(tf.stack([batch, 0, 0, CHANNELS[n]])), tf.zeros((regions, 0, 0))
-                ),
-            )
-            for n in self.objective.style_layers
+            n: obj.statistic.describe(tf.zeros(tf.stack([batch, 1, 1, CHANNELS[n]])), weights[n])
+            for n in obj.style_layers
         }
 
     def _gather(self, image: tf.Tensor) -> tuple[dict, tf.Tensor]:
@@ -210,7 +206,7 @@ class TiledObjective:
             if whole is None:
                 s = reach(n)[2]
                 count = tf.cast((image_shape[1] // s) * (image_shape[2] // s), tf.float32)
-                stats = tf.nest.map_structure(lambda t, m=count: t[:, 0] / m, sums[n])
+                stats = tf.nest.map_structure(lambda t, m=count: t / m, sums[n])
                 dist = obj.statistic.distance(stats, obj.style_targets[n])
             else:  # GuidedObjective._style_distance, from the sums: each region's distance weighted by its area
                 mass = _mass(whole)
