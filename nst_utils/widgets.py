@@ -281,8 +281,8 @@ class SliderPanel:
             layout=W.Layout(width=f"{round(w * zoom)}px", height=f"{round(h * zoom)}px"),
         )
         tip = "scale alpha, beta and tv together: same ratios, same picture"
-        self.up = W.Button(description="all weights x10", tooltip=tip)
-        self.down = W.Button(description="all weights /10", tooltip=tip)
+        self.up = W.Button(description="alpha, beta x10 (and tv)", tooltip=tip, layout=W.Layout(width="auto"))
+        self.down = W.Button(description="alpha, beta /10 (and tv)", tooltip=tip, layout=W.Layout(width="auto"))
         self.up.on_click(lambda _: self.scale(10.0))
         self.down.on_click(lambda _: self.scale(0.1))
         self._busy = False
