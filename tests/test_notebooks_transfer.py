@@ -64,6 +64,11 @@ def test_06_layer_comparison(tmp_path):
     distances = [[float(x) for x in line.strip("|").split("|")[1:]] for line in table]
     assert len(distances) == 5 and all(len(row) == 4 for row in distances)  # 5 layer sets x 4 ratios, no noise column
     assert all(row[-1] > row[0] for row in distances)  # in every row, more style moves further from the photo
+    ratios = {"0.1": 0, "1": 1, "10": 2, "100": 3}
+    rows = ["conv1_1"] + [f"+ conv{k}_1" for k in range(2, 6)]
+    stalled = r"^(conv1_1|\+ conv\d_1), beta/alpha (\S+): .*the result is the start image"  # a cell's message
+    for label, ratio in re.findall(stalled, text, re.M):
+        assert distances[rows.index(label)][ratios[ratio]] == 0  # a cell that never improved on the photo is the photo
     paper = re.findall(r"beta_paper/alpha_paper = (\S+) at \d+x\d+ px: (inside|above|below) the paper's range", text)
     values = [float(v) for v, _ in paper]
     assert len(values) == 4 and all(abs(b / a / 10 - 1) < 0.05 for a, b in zip(values, values[1:]))
