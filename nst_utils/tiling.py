@@ -5,8 +5,9 @@ Every style statistic is a position average (a Gram matrix is (1/M) sum_p f_p f_
 likewise) and the content term is a sum over positions, so tiles can give the untiled loss and gradient exactly, to
 float32 rounding:
 
-1. The image is cut into tiles aligned to the stride of the deepest used layer (16 px up to block5), each read with
-   a halo as wide as that layer's receptive field reaches past the positions the tile owns (none past the border).
+1. The image is cut into tiles aligned to the stride of the deepest used layer (16 px up to block5), the last of each
+   row and column taking the remainder, each read with a halo as wide as that layer's receptive field reaches past
+   the positions the tile owns (none past the border).
 2. Pass 1 forwards each tile, keeps the positions it owns at each layer and adds up each statistic's sums (weighted
    per mask region under a GuidedObjective) and the content term's squared differences.
 3. The loss comes from the global sums as the Objective computes it, and so do dL/d(sums): small tensors.
@@ -117,9 +118,10 @@ class TiledObjective:
         """Compute and store the wrapped Objective's style targets (see Objective.set_style)."""
         self.objective.set_style(images, blend)
 
-    def tiles(self, height, width):
-        """Return how many tiles an HxW image is cut into (ints, or scalar tensors in a graph)."""
-        return tf.maximum(height // self.tile, 1) * tf.maximum(width // self.tile, 1)
+    def tiles(self, height: int | tf.Tensor, width: int | tf.Tensor) -> int | tf.Tensor:
+        """Return how many tiles an HxW image is cut into: an int for ints, a scalar tensor for tensors (in a graph)."""
+        count = tf.maximum(height // self.tile, 1) * tf.maximum(width // self.tile, 1)
+        return int(count) if isinstance(height, int) and isinstance(width, int) else count
 
     def tracing_count(self) -> int:
         """Return how many times the tiled functions were traced (should stay at one each)."""
