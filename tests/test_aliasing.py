@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import nst_in_process, synthetic_image
 from PIL import Image
-from test_robustness import ROOT, _start_cli, assert_one_line_error, assert_valid_png
+from test_robustness import ROOT, _start_cli, assert_one_line_error, assert_valid_png, default_signals
 
 from nst_utils import NSTError, assets, cli, outputs
 from nst_utils.checkpoint import load
@@ -265,6 +265,7 @@ def _hung_up(tmp_path: Path, keep_hup_ignored: bool = False) -> tuple[subprocess
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # tqdm draws nothing 0 columns wide
 
     def own_terminal():
+        default_signals()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         if keep_hup_ignored:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts it
@@ -403,7 +404,13 @@ def test_a_signal_while_the_result_is_written_keeps_it(tmp_path, sig, code):
     src = _png(tmp_path / "c.png", 2)
     out, log = tmp_path / "o.png", tmp_path / "o.json"
     argv = ["stylize", str(src), str(src), "--size", "32", "--steps", "3", "-q", "-o", str(out), "--log", str(log)]
-    p = subprocess.run([sys.executable, "-c", FINISHING, sig, *argv], cwd=ROOT, capture_output=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", FINISHING, sig, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+        preexec_fn=default_signals,
+    )
     stderr = p.stderr.decode(errors="replace")
     assert p.returncode == code, stderr[-2000:]
     assert "after the run finished; its outputs are written" in stderr and "Traceback" not in stderr

@@ -394,6 +394,13 @@ def test_nan_loss_stops_keeps_last_good_image_nonzero_exit(tmp_path, capsys, mon
     assert_valid_png(out, (32, 24))
 
 
+def default_signals() -> None:
+    """Give a child the default SIGHUP, SIGINT and SIGTERM, as a shell in a terminal starts it: a test run started
+    under `nohup` (SIGHUP ignored, and kept ignored by `nst`) or in the background (SIGINT ignored) is no different."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start_cli(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     """Return a CLI subprocess stylizing for many steps, once it has printed its first loss, and its output path."""
     src = tmp_path / "c.png"
@@ -418,6 +425,7 @@ def _start_cli(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     seen, deadline = b"", time.monotonic() + 300  # a safety net for a hung child, not a timing assertion
     while b"loss=" not in seen and time.monotonic() < deadline:  # tqdm prints loss=... once steps are running
