@@ -339,10 +339,10 @@ def test_a_closed_stdout_keeps_the_result_and_its_exit_code(tmp_path, capsys, mo
         def write(self, text):
             raise BrokenPipeError(32, "Broken pipe")
 
-    src = _png(tmp_path / "c.png", 1)
+    src, style = _png(tmp_path / "c.png", 1), _png(tmp_path / "s.png", 2)  # a photo unlike its style: the run moves
     monkeypatch.setattr(sys, "stdout", Closed())
     code = cli.main(
-        ["stylize", str(src), str(src), "--size", "32", "--steps", "2", "-q", "-o", str(tmp_path / "r.png")]
+        ["stylize", str(src), str(style), "--size", "32", "--steps", "2", "-q", "-o", str(tmp_path / "r.png")]
     )
     assert code == 0 and capsys.readouterr().err == ""
     assert_valid_png(tmp_path / "r.png", (32, 23))
@@ -362,9 +362,9 @@ def test_a_failing_stdout_is_named_unless_its_reader_has_gone(capsys, monkeypatc
 
 @pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii:strict"}, {"LC_ALL": "C"}])
 def test_a_name_that_is_not_utf8_prints_under_any_encoding(tmp_path, env):
-    src = _png(tmp_path / "c.png", 1)
+    src, style = _png(tmp_path / "c.png", 1), _png(tmp_path / "s.png", 2)  # a photo unlike its style: the run moves
     out = os.path.join(os.fsencode(tmp_path), b"r\xff\xc3\xa9.png")  # an undecodable byte, then an é
-    argv = [sys.executable, "-m", "nst_utils", "stylize", str(src), str(src), "--size", "32", "--steps", "2", "-q"]
+    argv = [sys.executable, "-m", "nst_utils", "stylize", str(src), str(style), "--size", "32", "--steps", "2", "-q"]
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LC_ALL", "LANG", "LC_CTYPE")}
     p = subprocess.run([*argv, "-o", out], capture_output=True, cwd=ROOT, timeout=300, env=clean | env)
     assert p.returncode == 0 and p.stderr == b"", p.stderr.decode(errors="replace")

@@ -60,6 +60,14 @@ def picture(tmp_path: Path) -> Path:
     return src
 
 
+def style_picture(tmp_path: Path) -> Path:
+    """Return the path of a small noise picture, a style unlike picture()'s (a run from that photo lowers its loss;
+    with the photo as its own style the start is already the best, and the run says so)."""
+    src = tmp_path / "s.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(src)
+    return src
+
+
 def kept_dir(fallback: Path) -> Path:
     """Return the one folder this process kept files in."""
     (d,) = fallback.glob("nst-kept-*")
@@ -108,7 +116,7 @@ def test_disk_full_at_the_end_keeps_result_plot_and_log(tmp_path, capsys, fallba
     code, stdout, err = run_cli(
         "stylize",
         str(picture(tmp_path)),
-        str(picture(tmp_path)),
+        str(style_picture(tmp_path)),
         "--size",
         "32",
         "--steps",
@@ -167,7 +175,7 @@ def test_folder_breaking_mid_run_stops_and_keeps_result_and_checkpoint(
         code, stdout, err = run_cli(
             "stylize",
             src,
-            src,
+            str(style_picture(tmp_path)),
             "--size",
             "32",
             "--steps",
@@ -218,14 +226,14 @@ def test_sweep_grid_on_a_full_disk_keeps_it_and_writes_the_images(tmp_path, caps
     code, stdout, err = run_cli(
         "sweep",
         src,
-        src,
+        str(style_picture(tmp_path)),
         "--size",
         "32",
         "--steps",
         "2",
         "--ratios",
-        "1e-7",
-        "1e-3",
+        "10",
+        "100",
         "-o",
         str(disk_full / "grid.png"),
         "--save-dir",
