@@ -232,4 +232,8 @@ def test_appendix_engineering(tmp_path):
     }
     assert set(lbfgs) == {"lbfgs", "lbfgs-scipy"} and all(ms > 0 for ms, _ in lbfgs.values())
     assert abs(lbfgs["lbfgs"][1] / lbfgs["lbfgs-scipy"][1] - 1) < 0.2
+    # the prose compares whole runs: the printed ratio is that of the two printed whole-run times
+    whole = dict(re.findall(r"(lbfgs|lbfgs-scipy): .*\((\S+) s for the whole run of 8\)", text))
+    ratio = float(re.search(r"whole runs: lbfgs takes (\S+)x the time of lbfgs-scipy", text).group(1))
+    assert ratio > 0 and abs(ratio / (float(whole["lbfgs"]) / float(whole["lbfgs-scipy"])) - 1) < 0.05
     _check_pngs(nb, 1)

@@ -31,6 +31,7 @@ def test_05_what_layers_see(tmp_path):
     assert len(lines) == 10, "5 content and 5 style reconstructions"
     assert all(float(best) < float(start) for _, start, best, _ in lines), lines  # every one lowered its loss
     starts = {label: float(start) for label, start, _, _ in lines}
+    assert "conv1_1 + conv2_1" in starts  # two layers named as the package names them
     # the prose's claim: adding conv5_1 scales the starting style loss by the other layers' new weight, 4/5
     assert abs(starts["conv1_1 ... conv5_1"] / starts["conv1_1 ... conv4_1"] / 0.8 - 1) < 0.02
     assert "precision" not in "\n".join(c.source for c in nb.cells)
