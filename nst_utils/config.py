@@ -387,7 +387,7 @@ def network_defaults(normalize_vgg: bool) -> dict:
 
 def as_config(config: StyleConfig | None = None, overrides: dict | None = None) -> StyleConfig:
     """Return `config` (default StyleConfig()) with `overrides` applied, or raise TypeError saying how to pass them: a
-    config that is not a StyleConfig (a dict: StyleConfig(**d)) or a setting StyleConfig has no field for."""
+    config that is not a StyleConfig (a dict: `StyleConfig(**d)`) or a setting StyleConfig has no field for."""
     if config is None:
         config = StyleConfig()
     elif not isinstance(config, StyleConfig):
