@@ -52,7 +52,7 @@ def total_variation(image: tf.Tensor) -> tf.Tensor:
 # --- style statistics ----------------------------------------------------------------------------------------------
 
 
-def _mass(weights: tf.Tensor) -> tf.Tensor:
+def total_weight(weights: tf.Tensor) -> tf.Tensor:
     """Return each (R, H, W) position weighting's total weight, shape (R,)."""
     return tf.reduce_sum(weights, axis=[1, 2]) + 1e-8
 
@@ -67,7 +67,9 @@ class Gram:
         """
         if weights is None:
             return gram_matrix(features)
-        return tf.einsum("bhwc,rhw,bhwd->brcd", features, weights, features) / _mass(weights)[None, :, None, None]
+        return (
+            tf.einsum("bhwc,rhw,bhwd->brcd", features, weights, features) / total_weight(weights)[None, :, None, None]
+        )
 
     def target(self, stats):
         """Return what `distance` compares with, computed once from the style images' `describe` (here: itself)."""
@@ -99,7 +101,7 @@ class GaussianW2(Gram):
         features = tf.convert_to_tensor(features, tf.float32)
         if weights is None:
             return tf.reduce_mean(features, axis=[1, 2]), gram_matrix(features)
-        mean = tf.einsum("bhwc,rhw->brc", features, weights) / _mass(weights)[None, :, None]
+        mean = tf.einsum("bhwc,rhw->brc", features, weights) / total_weight(weights)[None, :, None]
         return mean, super().describe(features, weights)
 
     def target(self, stats):
@@ -301,7 +303,11 @@ class GuidedObjective(Objective):
 
     def _style_distance(self, name: str, features: tf.Tensor) -> tf.Tensor:
         """Return the region-guided style term of layer `name`: each region's distance weighted by its area."""
-        stats = self.statistic.describe(features, tf.square(self.guides[name]))  # (batch, R, ...)
+        return self.region_distance(name, self.statistic.describe(features, tf.square(self.guides[name])))
+
+    def region_distance(self, name: str, stats) -> tf.Tensor:
+        """Return layer `name`'s style term (batch,) from its per-region statistics (batch, R, ...): each region's
+        distance from its target, weighted by the region's area (shared with the tiled evaluation)."""
         target = self.style_targets[name]  # (R, ...)
         per_region = tf.stack(
             [

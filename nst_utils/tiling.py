@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from .config import CHANNELS, LAYERS, NSTError, depth
-from .objective import IMAGE_SPEC, GuidedObjective, Objective, _mass, total_variation
+from .objective import IMAGE_SPEC, GuidedObjective, Objective, total_variation, total_weight
 
 
 def reach(layer: str) -> tuple[int, int, int]:
@@ -160,7 +160,7 @@ class TiledObjective:
                     sums[n] = tf.nest.map_structure(lambda t, m=count: t * m, obj.statistic.describe(owned))
                 else:
                     w = whole[:, rows[0] : rows[1], cols[0] : cols[1]]
-                    mass = _mass(w)
+                    mass = total_weight(w)
                     sums[n] = tf.nest.map_structure(
                         lambda t, m=mass: t * _region_axes(t, m), obj.statistic.describe(owned, w)
                     )
@@ -210,21 +210,10 @@ class TiledObjective:
                 count = tf.cast((image_shape[1] // s) * (image_shape[2] // s), tf.float32)
                 stats = tf.nest.map_structure(lambda t, m=count: t / m, sums[n])
                 dist = obj.statistic.distance(stats, obj.style_targets[n])
-            else:  # GuidedObjective._style_distance, from the sums: each region's distance weighted by its area
-                mass = _mass(whole)
+            else:  # GuidedObjective's per-region distance, from the sums
+                mass = total_weight(whole)
                 stats = tf.nest.map_structure(lambda t, m=mass: t / _region_axes(t, m), sums[n])
-                target = obj.style_targets[n]
-                per_region = tf.stack(
-                    [
-                        obj.statistic.distance(
-                            tf.nest.map_structure(lambda t, r=r: t[:, r], stats),
-                            tf.nest.map_structure(lambda t, r=r: t[r][None], target),
-                        )
-                        for r in range(whole.shape[0])
-                    ],
-                    -1,
-                )
-                dist = tf.reduce_sum(per_region * obj.region_weights[n], -1)
+                dist = obj.region_distance(n, stats)
             terms.append(w[..., i] * dist)
         return tf.add_n(terms)
 
