@@ -193,6 +193,7 @@ def _decode(path: Path, default_fps: float) -> tuple[list[np.ndarray], float]:
             _check_memory(path, count, width, height)
             pixels = [np.asarray(frame)[..., :3] for frame in f.iter(mode="RGB")]
         return pixels, _gif_fps(durations, default_fps)
+    require_video("imageio_ffmpeg")  # imageio's ffmpeg plugin needs it: without it, say which extra to install
     meta = iio.immeta(path, plugin="FFMPEG")
     fps = float(meta.get("fps") or 0) or default_fps
     width, height = meta.get("size", (0, 0))
@@ -248,6 +249,7 @@ def video_fps(source: str | os.PathLike, default: float = DEFAULT_FPS) -> float:
             with iio.imopen(p, "r", plugin="pillow") as f:
                 count = f.properties(index=...).shape[0]
                 return _gif_fps([f.metadata(index=i).get("duration", 0) for i in range(count)], default)
+        require_video("imageio_ffmpeg")
         return float(iio.immeta(p, plugin="FFMPEG").get("fps") or 0) or default
     except NSTError:
         raise
