@@ -73,6 +73,61 @@ def layer_shapes(height: int, width: int, deepest: str = LAYERS[-1]) -> list[tup
     return out
 
 
+# --- what a layer's unit sees: the geometry of tiled evaluation (tiling.py, memory.py) ------------------------------
+
+
+def reach(layer: str) -> tuple[int, int, int]:
+    """Return (left, right, stride): unit i of `layer` sees the input pixels [stride*i - left, stride*i + right]."""
+    left = right = 0
+    stride = 1
+    for name in LAYERS[: depth(layer) + 1]:
+        if name.endswith("_pool"):  # 2x2 window, stride 2: unit j pools units 2j and 2j+1 below
+            right += stride
+            stride *= 2
+        else:  # 3x3 convolution, same padding: unit i sees units i-1, i, i+1 below
+            left += stride
+            right += stride
+    return left, right, stride
+
+
+def receptive_field(layer: str) -> int:
+    """Return the side in pixels of a `layer` unit's receptive field (156 for block5_conv1, 188 for block5_conv2)."""
+    left, right, _ = reach(layer)
+    return left + right + 1
+
+
+def tile_stride(layers: Sequence[str]) -> int:
+    """Return the stride in pixels of the deepest of `layers`: tiles and halos are multiples of it."""
+    return max(reach(n)[2] for n in layers)
+
+
+def min_halo(layers: Sequence[str]) -> int:
+    """Return the narrowest halo (px, a multiple of the stride) that makes every owned position of `layers` exact.
+
+    A tile owning the pixel rows [a, b) owns the units i with stride*i in [a, b) of each layer; they see the rows
+    [a - left, b - stride + right], which the read window [a - halo, b + halo) must hold (at the image's border the
+    zero padding is the same for the tile as for the image).
+    """
+    need = max(max(left, right - stride + 1) for left, right, stride in map(reach, layers))
+    step = tile_stride(layers)
+    return -(-need // step) * step
+
+
+def tile_count(size, tile: int, stride: int):
+    """Return how many tiles of at most about `tile` px cut a side of `size` >= `stride` px (ints or integer tensors
+    alike): the fewest that hold the side's whole strides in `tile` px each."""
+    return ((size // stride) * stride + tile - 1) // tile
+
+
+def tile_bounds(index, count, size, stride: int):
+    """Return (start, end) px of tile `index` of `count` along a side of `size` px (ints or integer tensors alike): each
+    tile holds whole strides, as evenly shared as they go; the last also takes the side's remainder (< stride)."""
+    units = size // stride
+    start = index * units // count * stride
+    end = (index + 1) * units // count * stride
+    return start, end + (size - units * stride) * ((index + 1) // count)
+
+
 # --- the configuration ---------------------------------------------------------------------------------------------
 
 CONTENT_LAYERS = ("block5_conv2",)

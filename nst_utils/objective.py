@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from .config import NSTError, StyleConfig
+from .config import NSTError, StyleConfig, layer_shapes
 from .images import resize
 from .model import FeatureExtractor, get_extractor
 
@@ -213,24 +213,29 @@ class Objective:
 
     def set_content(self, image) -> None:
         """Compute and store the content targets from an RGB image batch in [0, 1]."""
-        feats = self.extractor(image)
+        self.store_content(self.extractor(image))
+
+    def store_content(self, features: dict) -> None:
+        """Store the content targets from the content image's features {layer: (1, H, W, C)}."""
         for n in self.content_layers:
-            _store(self.content_targets, n, feats[n])
+            _store(self.content_targets, n, features[n])
 
     def set_style(self, images: Sequence, blend: Sequence[float] | None = None) -> None:
         """Compute and store the style targets: the statistic's blend-weighted mean over one or more style images."""
-        images = list(images)
-        blend = list(blend) if blend is not None else [1.0] * len(images)
+        self.store_style([self.describe_image(img) for img in images], blend)
+
+    def describe_image(self, image) -> dict:
+        """Return each style layer's statistic of an RGB image batch in [0, 1] {layer: statistic}."""
+        feats = self.extractor(image)
+        return {n: self.statistic.describe(feats[n]) for n in self.style_layers}
+
+    def store_style(self, described: Sequence[dict], blend: Sequence[float] | None = None) -> None:
+        """Store the style targets from each style image's statistics (describe_image): their blend-weighted mean."""
+        blend = list(blend) if blend is not None else [1.0] * len(described)
         total = float(sum(blend))
-        stats = {n: None for n in self.style_layers}
-        for img, b in zip(images, blend):
-            feats = self.extractor(img)
-            for n in self.style_layers:
-                s = self.statistic.describe(feats[n])
-                part = tf.nest.map_structure(lambda t, share=b / total: share * t, s)
-                stats[n] = part if stats[n] is None else tf.nest.map_structure(tf.add, stats[n], part)
         for n in self.style_layers:
-            _store(self.style_targets, n, self.statistic.target(stats[n]))
+            parts = [tf.nest.map_structure(lambda t, w=b / total: w * t, d[n]) for d, b in zip(described, blend)]
+            _store(self.style_targets, n, self.statistic.target(tf.nest.map_structure(lambda *t: tf.add_n(t), *parts)))
 
     def _style_distance(self, name: str, features: tf.Tensor) -> tf.Tensor:
         """Return the style layer `name`'s unweighted style term for a batch of its features, shape (batch,)."""
@@ -283,20 +288,18 @@ class GuidedObjective(Objective):
     def set_guides(self, guides: np.ndarray) -> None:
         """Store the (R, H, W) guidance channels downsampled (area average) to each style layer's resolution."""
         h, w = guides.shape[1:]
-        feats = self.extractor(tf.zeros((1, h, w, 3)))
         g = tf.convert_to_tensor(guides[..., None], tf.float32)
         self.guides, self.region_weights = {}, {}
         for n in self.style_layers:
-            lh, lw = feats[n].shape[1:3]
+            _, lh, lw, _ = layer_shapes(h, w, n)[-1]
             down = tf.image.resize(g, (lh, lw), method="area")[..., 0]
             self.guides[n] = tf.constant(down)
             self.region_weights[n] = tf.constant(tf.reduce_mean(tf.square(down), axis=[1, 2]))
 
-    def set_style(self, images: Sequence, blend: Sequence[float] | None = None) -> None:
+    def store_style(self, described: Sequence[dict], blend: Sequence[float] | None = None) -> None:
         """Store one target per region: region r takes the statistic of style image r (blend is not used)."""
-        feats = [self.extractor(img) for img in images]
         for n in self.style_layers:
-            stats = [self.statistic.describe(f[n]) for f in feats]
+            stats = [d[n] for d in described]
             _store(
                 self.style_targets, n, self.statistic.target(tf.nest.map_structure(lambda *t: tf.concat(t, 0), *stats))
             )
@@ -334,6 +337,23 @@ def build_objective(
 ) -> Objective:
     """Return the Objective for `config` with its targets computed once: guided by `mask` (style 1 where white)
     if given, built on `device` (its own VGG19 there) if given. `weights` is the VGG19 weights file."""
+    with tf.device(device) if device is not None else contextlib.nullcontext():
+        obj = new_objective(
+            config, weights, guides=regions(mask, len(styles)) if mask is not None else None, device=device
+        )
+        obj.aim(config, content, styles, blend)
+    return obj
+
+
+def new_objective(
+    config: StyleConfig,
+    weights: str | os.PathLike | None = None,
+    *,
+    guides: np.ndarray | None = None,
+    device: str | None = None,
+) -> Objective:
+    """Return the Objective for `config` with its weights set and no targets yet (`aim` gives them): guided by the
+    (R, H, W) `guides` if given, on `device` (its own VGG19 there) if given."""
     layers = config.content_layers + config.style_layers
     with tf.device(device) if device is not None else contextlib.nullcontext():
         extractor = (
@@ -341,7 +361,7 @@ def build_objective(
             if device is None
             else FeatureExtractor(layers, weights, config.pooling, config.precision, config.normalize_vgg)
         )
-        kind = Objective if mask is None else GuidedObjective
+        kind = Objective if guides is None else GuidedObjective
         obj = kind(
             extractor,
             config.content_layers,
@@ -352,9 +372,8 @@ def build_objective(
             style_layer_weights=config.layer_weights(),
             statistic=config.style_statistic,
         )
-        if mask is not None:
-            obj.set_guides(regions(mask, len(styles)))
-        obj.aim(config, content, styles, blend)
+        if guides is not None:
+            obj.set_guides(guides)
     return obj
 
 

@@ -5,9 +5,10 @@ Every style statistic is a position average (a Gram matrix is (1/M) sum_p f_p f_
 likewise) and the content term is a sum over positions, so tiles can give the untiled loss and gradient exactly, to
 float32 rounding:
 
-1. The image is cut into tiles aligned to the stride of the deepest used layer (16 px up to block5), the last of each
-   row and column taking the remainder, each read with a halo as wide as that layer's receptive field reaches past
-   the positions the tile owns (none past the border).
+1. The image is cut into tiles aligned to the stride of the deepest used layer (16 px up to block5), the fewest of at
+   most about the tile size, as even as the stride allows (the last of each row and column also takes the side's
+   remainder below the stride), each read with a halo as wide as that layer's receptive field reaches past the
+   positions the tile owns (none past the border).
 2. Pass 1 forwards each tile, keeps the positions it owns at each layer and adds up each statistic's sums (weighted
    per mask region under a GuidedObjective) and the content term's squared differences.
 3. The loss comes from the global sums as the Objective computes it, and so do dL/d(sums): small tensors.
@@ -15,60 +16,27 @@ float32 rounding:
    input gradient (halo included) into the image's. The total variation is taken on the whole image.
 
 Cost: two forward passes and one backward per evaluation, times the halo's overhead; memory: one tile's activations.
+An image that fits in one tile is evaluated untiled (the same graph as the Objective's). The targets (the content's
+features, the style images' statistics) are computed tile by tile as well, so no step needs a whole image's
+activations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
-from .config import CHANNELS, LAYERS, NSTError, depth
+from .config import CHANNELS, NSTError, min_halo, reach, receptive_field, tile_bounds, tile_count, tile_stride
 from .objective import IMAGE_SPEC, GuidedObjective, Objective, total_variation, total_weight
 
-
-def reach(layer: str) -> tuple[int, int, int]:
-    """Return (left, right, stride): unit i of `layer` sees the input pixels [stride*i - left, stride*i + right]."""
-    left = right = 0
-    stride = 1
-    for name in LAYERS[: depth(layer) + 1]:
-        if name.endswith("_pool"):  # 2x2 window, stride 2: unit j pools units 2j and 2j+1 below
-            right += stride
-            stride *= 2
-        else:  # 3x3 convolution, same padding: unit i sees units i-1, i, i+1 below
-            left += stride
-            right += stride
-    return left, right, stride
+__all__ = ["TiledObjective", "min_halo", "reach", "receptive_field", "tile_stride"]  # the geometry lives in config
 
 
-def receptive_field(layer: str) -> int:
-    """Return the side in pixels of a `layer` unit's receptive field (156 for block5_conv1, 188 for block5_conv2)."""
-    left, right, _ = reach(layer)
-    return left + right + 1
-
-
-def tile_stride(layers: Sequence[str]) -> int:
-    """Return the stride in pixels of the deepest of `layers`: tiles and halos are multiples of it."""
-    return max(reach(n)[2] for n in layers)
-
-
-def min_halo(layers: Sequence[str]) -> int:
-    """Return the narrowest halo (px, a multiple of the stride) that makes every owned position of `layers` exact.
-
-    A tile owning the pixel rows [a, b) owns the units i with stride*i in [a, b) of each layer; they see the rows
-    [a - left, b - stride + right], which the read window [a - halo, b + halo) must hold (at the image's border the
-    zero padding is the same for the tile as for the image).
-    """
-    need = max(max(left, right - stride + 1) for left, right, stride in map(reach, layers))
-    step = tile_stride(layers)
-    return -(-need // step) * step
-
-
-def _span(index: tf.Tensor, size: tf.Tensor, tile: int, halo: int) -> tuple[tf.Tensor, ...]:
-    """Return (core start, core end, read start, read end) along one axis of the tile at `index` (end exclusive); the
-    last tile takes the remainder (tile to 2 tile - 1 px), so that every tile owns units at every layer."""
-    start = index * tile
-    end = tf.where(index == tf.maximum(size // tile, 1) - 1, size, start + tile)
+def _span(index, size, tile: int, halo: int, stride: int) -> tuple:
+    """Return (core start, core end, read start, read end) along one axis of the tile at `index` (end exclusive)."""
+    start, end = tile_bounds(index, tile_count(size, tile, stride), size, stride)
     return start, end, tf.maximum(start - halo, 0), tf.minimum(end + halo, size)
 
 
@@ -106,22 +74,57 @@ class TiledObjective:
         """Change the wrapped Objective's loss weights in place (see Objective.set_weights); never retraces."""
         self.objective.set_weights(*args, **kwargs)
 
-    def aim(self, *args, **kwargs) -> None:
-        """Take a config's weights and the images' targets into the wrapped Objective (see Objective.aim)."""
-        self.objective.aim(*args, **kwargs)
+    aim = Objective.aim  # weights, then this wrapper's set_content and set_style: the targets tile by tile too
 
     def set_content(self, image) -> None:
-        """Compute and store the wrapped Objective's content targets (see Objective.set_content)."""
-        self.objective.set_content(image)
+        """Compute and store the wrapped Objective's content targets, tile by tile (see Objective.set_content)."""
+        image = tf.convert_to_tensor(image, tf.float32)
+        b, h, w = image.shape[:3]
+        if self.tiles(h, w) == 1:
+            self.objective.set_content(image)
+            return
+        full = {}
+        for geo, feats in self._each_tile(image):
+            for n in self.objective.content_layers:
+                owned, rows, cols = self._owned(feats, n, geo)
+                s = reach(n)[2]
+                full.setdefault(n, np.zeros((b, h // s, w // s, CHANNELS[n]), np.float32))
+                full[n][:, rows[0] : rows[1], cols[0] : cols[1]] = owned.numpy()
+        self.objective.store_content(full)
 
     def set_style(self, images: Sequence, blend: Sequence[float] | None = None) -> None:
-        """Compute and store the wrapped Objective's style targets (see Objective.set_style)."""
-        self.objective.set_style(images, blend)
+        """Compute and store the wrapped Objective's style targets, each image tile by tile (see
+        Objective.set_style)."""
+        self.objective.store_style([self.describe_image(img) for img in images], blend)
+
+    def describe_image(self, image) -> dict:
+        """Return each style layer's statistic of an RGB image batch in [0, 1], from its tiles' sums (as
+        Objective.describe_image)."""
+        image = tf.convert_to_tensor(image, tf.float32)
+        h, w = image.shape[1:3]
+        if self.tiles(h, w) == 1:
+            return self.objective.describe_image(image)
+        sums = None
+        for geo, feats in self._each_tile(image):
+            part = {}
+            for n in self.objective.style_layers:
+                owned, rows, cols = self._owned(feats, n, geo)
+                count = float((rows[1] - rows[0]) * (cols[1] - cols[0]))
+                part[n] = tf.nest.map_structure(lambda t, m=count: t * m, self.objective.statistic.describe(owned))
+            sums = part if sums is None else tf.nest.map_structure(tf.add, sums, part)
+        units = {n: float((h // reach(n)[2]) * (w // reach(n)[2])) for n in self.objective.style_layers}
+        return {n: tf.nest.map_structure(lambda t, m=units[n]: t / m, sums[n]) for n in self.objective.style_layers}
+
+    def _each_tile(self, image: tf.Tensor):
+        """Yield (geometry in ints, the network's features of its window) for each tile of an image, eagerly."""
+        h, w = image.shape[1:3]
+        for k in range(self.tiles(h, w)):
+            geo = tuple(int(g) for g in self._geometry(tf.shape(image), tf.constant(k)))
+            yield geo, self.objective.extractor(self._window(image, geo))
 
     def tiles(self, height: int | tf.Tensor, width: int | tf.Tensor) -> int | tf.Tensor:
         """Return how many tiles an HxW image is cut into: an int for ints, a scalar tensor for tensors (in a graph)."""
-        count = tf.maximum(height // self.tile, 1) * tf.maximum(width // self.tile, 1)
-        return int(count) if isinstance(height, int) and isinstance(width, int) else count
+        return tile_count(height, self.tile, self.stride) * tile_count(width, self.tile, self.stride)
 
     def tracing_count(self) -> int:
         """Return how many times the tiled functions were traced (should stay at one each)."""
@@ -129,26 +132,35 @@ class TiledObjective:
 
     # --- one tile ----------------------------------------------------------------------------------------------------
 
-    def _geometry(self, image: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """Return the spans (core start, core end, read start, read end) of tile `k`'s rows and then its columns."""
-        shape = tf.shape(image)
-        across = tf.maximum(shape[2] // self.tile, 1)
-        return _span(k // across, shape[1], self.tile, self.halo) + _span(k % across, shape[2], self.tile, self.halo)
+    def _geometry(self, shape: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Return the spans (core start, core end, read start, read end) of tile `k`'s rows and then its columns, in
+        an image of `shape` (batch, H, W, 3)."""
+        across = tile_count(shape[2], self.tile, self.stride)
+        return _span(k // across, shape[1], self.tile, self.halo, self.stride) + _span(
+            k % across, shape[2], self.tile, self.halo, self.stride
+        )
 
     def _weights(self, name: str) -> tf.Tensor | None:
         """Return layer `name`'s (R, H, W) position weights over the whole image: the guides squared, or None."""
         return tf.square(self.objective.guides[name]) if self.guided else None
 
+    def _owned(self, feats: dict, name: str, geo: tuple) -> tuple:
+        """Return (layer `name`'s features at the units tile `geo` owns, their rows, their columns), rows and columns
+        as (start, end) in the whole layer's units."""
+        r0, r1, rr0, _, c0, c1, cr0, _ = geo
+        s = reach(name)[2]
+        rows, cols = (r0 // s, r1 // s), (c0 // s, c1 // s)
+        owned = feats[name][:, rows[0] - rr0 // s : rows[1] - rr0 // s, cols[0] - cr0 // s : cols[1] - cr0 // s]
+        return owned, rows, cols
+
     def _parts(self, window: tf.Tensor, geo: tuple[tf.Tensor, ...], image_shape: tf.Tensor):
         """Return (each style layer's statistic sums over the positions the tile owns, its content term (batch,))."""
         obj = self.objective
-        r0, r1, rr0, _, c0, c1, cr0, _ = geo
         feats = obj.extractor(window)
         sums, content = {}, []
         for n in self.layers:
+            owned, rows, cols = self._owned(feats, n, geo)
             s = reach(n)[2]
-            rows, cols = (r0 // s, r1 // s), (c0 // s, c1 // s)  # owned units, in the whole layer's coordinates
-            owned = feats[n][:, rows[0] - rr0 // s : rows[1] - rr0 // s, cols[0] - cr0 // s : cols[1] - cr0 // s]
             if n in obj.content_layers:
                 target = obj.content_targets[n][:, rows[0] : rows[1], cols[0] : cols[1]]
                 size = tf.cast((image_shape[1] // s) * (image_shape[2] // s) * CHANNELS[n], tf.float32)
@@ -186,7 +198,7 @@ class TiledObjective:
         shape = tf.shape(image)
 
         def body(k, sums, content):
-            geo = self._geometry(image, k)
+            geo = self._geometry(shape, k)
             part, c = self._parts(self._window(image, geo), geo, shape)
             return k + 1, tf.nest.map_structure(tf.add, sums, part), content + c
 
@@ -224,8 +236,18 @@ class TiledObjective:
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 
+    def _one_tile(self, image: tf.Tensor) -> tf.Tensor:
+        """Return whether the image fits in one tile (then the wrapped Objective evaluates it, untiled)."""
+        return tf.equal(self.tiles(tf.shape(image)[1], tf.shape(image)[2]), 1)
+
     def _loss_terms(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         """Return the Objective's weighted terms {content, style, tv, total}, each (batch,), by pass 1 alone."""
+        return tf.cond(
+            self._one_tile(image), lambda: self.objective.loss_terms(image), lambda: self._tiled_loss_terms(image)
+        )
+
+    def _tiled_loss_terms(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Return the weighted terms, each (batch,), from pass 1's sums over the tiles."""
         sums, content = self._gather(image)
         return self._terms(image, self._style(sums, tf.shape(image)), content)
 
@@ -235,7 +257,7 @@ class TiledObjective:
         alpha = self.objective.alpha
 
         def body(k, grad):
-            geo = self._geometry(image, k)
+            geo = self._geometry(shape, k)
             window = self._window(image, geo)
             with tf.GradientTape() as tape:
                 tape.watch(window)
@@ -258,6 +280,14 @@ class TiledObjective:
 
     def _value_and_grad(self, image: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Return (terms, gradient of the summed total with respect to the image), as Objective.value_and_grad."""
+        return tf.cond(
+            self._one_tile(image),
+            lambda: self.objective.value_and_grad(image),
+            lambda: self._tiled_value_and_grad(image),
+        )
+
+    def _tiled_value_and_grad(self, image: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Return (terms, gradient) by the two passes over the tiles."""
         sums, content = self._gather(image)
         flat = tf.nest.flatten(sums)
         with tf.GradientTape() as tape:
