@@ -332,7 +332,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             write_text,
             json.dumps(
                 {
-                    "config": config.to_dict(),
+                    "config": result.config.to_dict(),
+                    "memory": result.memory,
                     "timings": result.timings,
                     "best_loss": result.best_loss,
                     "interrupted": result.interrupted,

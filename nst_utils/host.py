@@ -9,6 +9,7 @@ import math
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +42,22 @@ def available_bytes() -> int:
     free = psutil.virtual_memory().available
     cg = cgroup_free()
     return min(free, cg) if cg is not None else free
+
+
+@functools.cache
+def gpu_memory_bytes() -> int | None:
+    """Return the first GPU's total memory in bytes as `nvidia-smi` reports it, or None where it cannot tell."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        return int(float(out.split()[0]) * MIB)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def resident_bytes() -> int:

@@ -8,20 +8,38 @@ The model (fitted on CPU to the peak RSS of `nst stylize` at several sizes; the 
 
 `BASE` is TensorFlow, the VGG19 weights and Python; ACTIVATION_FACTOR covers what the forward pass keeps for the
 backward pass (convolution inputs and ReLU outputs), the gradients flowing back, and the style image's forward pass.
-Both share the same H*W scaling, so they were fitted together. GPU runs keep activations on the device and are not
-checked here.
+Both share the same H*W scaling, so they were fitted together.
+
+A tiled run (tiling.py) holds one tile's window of activations instead of the image's, plus TILED_IMAGE_VECTORS
+whole-image float32 arrays and the content targets. `fit` decides how a run computes: untiled when it fits, else in
+tiles of at most AUTO_TILE px (the largest that fit), with an L-BFGS history of at most HISTORY_BYTES (20 pairs up to
+about 2048x2048 px, 5 at 4096x4096). On a GPU the budget is the device's memory (activations and the optimiser live
+there); without a way to read it, GPU runs are not checked.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from . import assets, host
-from .config import CONTENT_LAYERS, LAYERS, STYLE_LAYERS, NSTError, layer_shapes
+from .config import (
+    CHANNELS,
+    CONTENT_LAYERS,
+    LAYERS,
+    STYLE_LAYERS,
+    NSTError,
+    layer_shapes,
+    min_halo,
+    reach,
+    tile_bounds,
+    tile_count,
+    tile_stride,
+)
 from .host import MIB, SAFETY  # noqa: F401 - re-exported: the estimate's unit and share of free memory
 from .images import fit_long_side
 
@@ -30,7 +48,14 @@ ACTIVATION_FACTOR = 3.6  # bytes kept per activation byte (forward kept for back
 LBFGS_EXTRA_VECTORS = 12  # scipy L-BFGS-B work arrays besides the 2*maxcor history, each 3HW float64
 TF_LBFGS_VECTORS = 14  # lbfgs.ProjectedLBFGS: 6 state vectors (x, g, d, trial, evaluated, best) + temporaries, float32
 ADAM_VECTORS = 6  # image, two moments, gradient, copies; float32
+TILED_IMAGE_VECTORS = 6  # whole-image float32 arrays of a tiled evaluation: gradient, a tile's padded gradient, TV's...
+MAX_HISTORY = 20  # L-BFGS (s, y) pairs kept when they fit
+MIN_HISTORY = 3
+HISTORY_BYTES = 2 << 30  # the most the L-BFGS history may take (float32): shorter histories beyond about 2048x2048
+AUTO_TILE = {"cpu": 512, "gpu": 2048}  # the largest tile chosen automatically (CPU: larger tiles measured no faster)
+MIN_TILE = 128
 SKIP_ENV = "NST_NO_MEMORY_CHECK"
+BUDGET_ENV = "NST_MEMORY_BUDGET"  # a memory budget in GiB that replaces the measured one (e.g. 6)
 
 
 def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
@@ -39,25 +64,55 @@ def activation_elements(height: int, width: int, layers: Sequence[str]) -> int:
     return sum(h * w * c for _, h, w, c in layer_shapes(height, width, deepest))
 
 
+def history(height: int, width: int, batch: int = 1) -> int:
+    """Return the L-BFGS history length (pairs) for HxW images: MAX_HISTORY, shorter where it would pass
+    HISTORY_BYTES."""
+    pair = 2 * height * width * 3 * batch * 4
+    return int(min(MAX_HISTORY, max(MIN_HISTORY, HISTORY_BYTES // pair)))
+
+
+def window(height: int, width: int, tile: int, layers: Sequence[str]) -> tuple[int, int]:
+    """Return the largest window (rows, columns) a tile of `tile` px reads from an HxW image, its halo included."""
+    stride, halo = tile_stride(layers), min_halo(layers)
+
+    def side(size: int) -> int:
+        count = tile_count(size, tile, stride)
+        if count == 1:
+            return size
+        core = max(end - start for start, end in (tile_bounds(i, count, size, stride) for i in range(count)))
+        return min(core + 2 * halo, size)
+
+    return side(height), side(width)
+
+
 def estimate_bytes(
     height: int,
     width: int,
     layers: Sequence[str] | None = None,
     optimizer: str = "lbfgs",
-    maxcor: int = 20,
+    maxcor: int = MAX_HISTORY,
     batch: int = 1,
+    tile: int | None = None,
+    content_layers: Sequence[str] = CONTENT_LAYERS,
 ) -> int:
-    """Return the estimated peak resident memory in bytes of a run producing an HxW image."""
+    """Return the estimated peak resident memory in bytes of a run producing an HxW image (in tiles of `tile` px if
+    given; a tiled run holds its `content_layers`' whole targets)."""
     layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
-    acts = activation_elements(height, width, layers) * 4 * batch
     pixels = height * width * 3 * batch
+    seen = window(height, width, tile, layers) if tile else (height, width)
+    acts = activation_elements(*seen, layers) * 4 * batch
+    extra = 0
+    if seen != (height, width):  # tiled: whole-image arrays and the content targets
+        extra = TILED_IMAGE_VECTORS * pixels * 4 + sum(
+            (height // reach(n)[2]) * (width // reach(n)[2]) * CHANNELS[n] * 4 * batch for n in content_layers
+        )
     if optimizer == "lbfgs-scipy":
         opt = (2 * maxcor + LBFGS_EXTRA_VECTORS) * pixels * 8
     elif optimizer == "lbfgs":
         opt = (2 * maxcor + TF_LBFGS_VECTORS) * pixels * 4
     else:
         opt = ADAM_VECTORS * pixels * 4
-    return int(BASE_BYTES + ACTIVATION_FACTOR * acts + opt)
+    return int(BASE_BYTES + ACTIVATION_FACTOR * acts + extra + opt)
 
 
 def largest_size(shape: tuple[int, int], need_at, budget: int, upper: int) -> int:
@@ -72,34 +127,90 @@ def largest_size(shape: tuple[int, int], need_at, budget: int, upper: int) -> in
     return best
 
 
-def check(height: int, width: int, config) -> int:
-    """Return the estimated bytes for an HxW run with `config`, raising NSTError if it cannot fit in memory."""
-    layers = tuple(config.content_layers) + tuple(config.style_layers)
-    batch = 1
+@dataclass(frozen=True)
+class Fit:
+    """How a run computes within memory: in tiles of `tile` px (0: untiled), with an L-BFGS history of `history`
+    pairs, needing about `need` bytes of a `budget` (None: not checked); `note` says what was chosen and why."""
 
-    def need_at(h: int, w: int) -> int:
-        return estimate_bytes(h, w, layers, config.optimizer, batch=batch)
+    tile: int
+    history: int
+    need: int
+    budget: int | None
+    note: str = ""
 
-    need = need_at(height, width)
-    if os.environ.get(SKIP_ENV):
-        return need
+
+def budget() -> tuple[int | None, str]:
+    """Return (the bytes a run may use, 'cpu' or 'gpu'): NST_MEMORY_BUDGET GiB if set, a GPU's memory where TensorFlow
+    sees one (None if unknown), else this process's share of the host's available memory; None when checks are
+    off."""
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # already imported by whoever plans a run; host's probe of the devices
 
-        if tf.config.list_physical_devices("GPU"):
-            return need  # activations live in GPU memory; TensorFlow reports its own out-of-memory error there
-    except Exception:  # no TensorFlow device query: check host memory as on CPU
-        pass
+        device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    except Exception:  # no TensorFlow device query: the host's memory, as on a CPU
+        device = "cpu"
+    if os.environ.get(SKIP_ENV):
+        return None, device
+    if os.environ.get(BUDGET_ENV):
+        try:
+            return int(float(os.environ[BUDGET_ENV]) * 2**30), device
+        except ValueError:
+            raise NSTError(f"{BUDGET_ENV} must be a number of GiB, got {os.environ[BUDGET_ENV]!r}") from None
+    if device == "gpu":
+        total = host.gpu_memory_bytes()
+        return (int(total * SAFETY) if total else None), device
     already = min(host.resident_bytes(), BASE_BYTES)  # the part of BASE this process holds already
-    budget = int(host.available_bytes() * SAFETY) + already
-    if need <= budget:
-        return need
-    fits = largest_size((height, width), need_at, budget, max(height, width))
+    return int(host.available_bytes() * SAFETY) + already, device
+
+
+def _gib(n: int) -> str:
+    """Return n bytes in GiB, one decimal, with the unit."""
+    return f"{n / 2**30:.1f} GiB"
+
+
+def fit(height: int, width: int, config) -> Fit:
+    """Return how an HxW run with `config` fits in memory (untiled when it can; config.tile forces a tile size, 0
+    forbids tiles), raising NSTError with the largest size that would fit if nothing does."""
+    layers = tuple(config.content_layers) + tuple(config.style_layers)
+    pairs = history(height, width) if config.optimizer == "lbfgs" else MAX_HISTORY
+
+    def need(tile: int | None, h: int = height, w: int = width) -> int:
+        keep = history(h, w) if config.optimizer == "lbfgs" else MAX_HISTORY
+        return estimate_bytes(h, w, layers, config.optimizer, keep, tile=tile, content_layers=config.content_layers)
+
+    limit, device = budget()
+    short = f"L-BFGS keeps {pairs} (s, y) pairs, not {MAX_HISTORY}, at this size" if pairs < MAX_HISTORY else ""
+    untiled = need(None)
+    if config.tile:
+        tiled = need(config.tile)
+        if limit is not None and tiled > limit:
+            raise NSTError(
+                f"a {width}x{height} run in tiles of {config.tile} px needs about {_gib(tiled)} of memory but only "
+                f"{_gib(limit)} is available; use a smaller --tile (at least {tile_stride(layers)}) or --size, or "
+                f"leave --tile out to let nst choose (set {SKIP_ENV}=1 to skip this check)"
+            )
+        return Fit(config.tile, pairs, tiled, limit, short)
+    if limit is None or untiled <= limit:
+        return Fit(0, pairs, untiled, limit, short)
+    stride = tile_stride(layers)
+    sizes = range(AUTO_TILE[device] // stride * stride, MIN_TILE - 1, -stride)
+    chosen = next((t for t in sizes if need(t) <= limit), None) if config.tile is None else None
+    if chosen is not None:
+        count = tile_count(height, chosen, stride) * tile_count(width, chosen, stride)
+        note = (
+            f"a {width}x{height} run needs about {_gib(untiled)} untiled and {_gib(limit)} is available: computing "
+            f"it exactly in {count} tiles of {chosen} px, about {_gib(need(chosen))} (--tile 0 forbids tiles)"
+        )
+        return Fit(chosen, pairs, need(chosen), limit, "; ".join(m for m in (note, short) if m))
+    tiles = config.tile is None
+    fits = largest_size(
+        (height, width), lambda h, w: need(MIN_TILE if tiles else None, h, w), limit, max(height, width)
+    )
     hint = f"use --size {fits} or less (the largest that fits now)" if fits else "free some memory"
+    how = f"in tiles of {MIN_TILE} px " if tiles else ""
     raise NSTError(
-        f"a {width}x{height} run needs about {need / 2**30:.1f} GiB of memory but only "
-        f"{budget / 2**30:.1f} GiB is available; {hint}, or close other programs "
-        f"(set {SKIP_ENV}=1 to skip this check)"
+        f"a {width}x{height} run needs about {_gib(need(MIN_TILE) if tiles else untiled)} of memory {how}but only "
+        f"{_gib(limit)} is available; {hint}, or close other programs (set {SKIP_ENV}=1 to skip this check)"
     )
 
 
@@ -118,8 +229,8 @@ def source_shape(source, size: int) -> tuple[int, int] | None:
     return fit_long_side((h, w), size)
 
 
-def check_source(source, config) -> int:
-    """Return the estimated bytes of stylizing `source` with `config` (0 if its size is unknown); raise NSTError if
-    it cannot fit."""
+def fit_source(source, config) -> Fit:
+    """Return how stylizing `source` with `config` fits in memory (see `fit`; untiled and unchecked if its size is
+    unknown: loading it reports why)."""
     shape = source_shape(source, config.size)
-    return check(*shape, config) if shape else 0
+    return fit(*shape, config) if shape else Fit(config.tile or 0, MAX_HISTORY, 0, None)

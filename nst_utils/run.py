@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -27,8 +28,8 @@ from .config import NSTError, StyleConfig, as_config
 from .images import as_image, gray, resize
 from .inputs import Inputs, check_arguments, prepare_inputs
 from .lbfgs import ProjectedLBFGS
-from .memory import check_source
-from .objective import Objective, build_objective, initial_image
+from .memory import MAX_HISTORY, Fit, fit_source
+from .objective import Objective, build_objective, initial_image, new_objective, regions
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .outputs import WriteError, save_image
 from .tiling import TiledObjective
@@ -49,6 +50,7 @@ class Result:
     checkpoint: str | None = None  # where an interrupted run wrote its checkpoint
     writes: outputs.Writes = field(default_factory=outputs.Writes)  # where each output went, what failed
     unoptimised: bool = False  # the image is the start image: the run kept nothing better (the message says so)
+    memory: dict = field(default_factory=dict)  # how it fitted in memory: estimate, budget, tile, L-BFGS history
 
     @property
     def steps(self) -> int:
@@ -66,6 +68,12 @@ class Plan:
     x0: np.ndarray
     ckpt: ckpt_mod.Checkpoint | None = None
     lbfgs: ProjectedLBFGS | None = None  # the objective's traced L-BFGS (coarse-to-fine's, a kept one, the run's)
+    fit: Fit | None = None  # how it fits in memory (memory.fit): tiles, L-BFGS history, the note saying so
+
+    @property
+    def history(self) -> int:
+        """Return the L-BFGS history (pairs) this run keeps."""
+        return self.fit.history if self.fit else MAX_HISTORY
 
 
 IDLE_KEPT = 4  # objectives (with their L-BFGS) kept for later runs in this process, newest first
@@ -75,24 +83,30 @@ _IDLE_LOCK = threading.Lock()  # runs in threads never take the same one
 
 def take_objective(
     config: StyleConfig, inputs: Inputs, weights: str | os.PathLike | None = None
-) -> tuple[Objective, ProjectedLBFGS | None]:
-    """Return an Objective for `config` aimed at `inputs`, and the L-BFGS traced with it if any: a kept one that serves
-    `config` (nothing to trace), else a new one (and None)."""
+) -> tuple[Objective | TiledObjective, ProjectedLBFGS | None]:
+    """Return an Objective for `config` aimed at `inputs` (tiled if config.tile: its targets too), and the L-BFGS
+    traced with it if any: a kept one that serves `config` (nothing to trace), else a new one (and None)."""
     with _IDLE_LOCK:
         kept = None
         if inputs.mask is None:  # a guided run (a mask) builds its own
             found = next((i for i, (o, _) in enumerate(_IDLE) if o.serves(config, weights)), None)
             kept = _IDLE.pop(found) if found is not None else None
-    if kept is not None:
-        kept[0].aim(config, inputs.content, inputs.styles, inputs.blend)
-        return kept
-    return build_objective(config, inputs.content, inputs.styles, inputs.blend, weights, mask=inputs.mask), None
+    guides = None if inputs.mask is None else regions(inputs.mask, len(inputs.styles))
+    objective, lbfgs = kept or (new_objective(config, weights, guides=guides), None)
+    if config.tile:  # the same loss and gradient tile by tile (tiling.py), with its own L-BFGS
+        objective, lbfgs = TiledObjective(objective, config.tile), None
+    objective.aim(config, inputs.content, inputs.styles, inputs.blend)
+    return objective, lbfgs
 
 
 def keep_objective(p: Plan) -> None:
     """Keep the plan's objective and L-BFGS for a later run (the newest IDLE_KEPT; the L-BFGS lets go of its images)."""
+    if isinstance(p.objective, TiledObjective):  # the Objective inside serves later runs; the tiled L-BFGS does not
+        p = Plan(p.config, p.inputs, p.objective.objective, p.x0)
     if type(p.objective) is not Objective:  # a guided objective serves no other run
         return
+    if p.lbfgs is not None and p.lbfgs.memory != MAX_HISTORY:  # a shortened history serves only its own size
+        p.lbfgs = None
     if p.lbfgs is not None:
         p.lbfgs.resize((0,) + p.lbfgs.shape[1:])
     with _IDLE_LOCK:
@@ -155,6 +169,8 @@ def stylize(
         resume=resume,
         **overrides,
     )
+    if run_plan.fit and run_plan.fit.note and progress:
+        print(f"nst: {run_plan.fit.note}", file=sys.stderr)
     t1 = time.perf_counter()
     try:
         result = run(
@@ -191,16 +207,21 @@ def plan(
     config = (
         _resumed_config(ckpt, content, style, style_mask, config, overrides) if ckpt else as_config(config, overrides)
     )
-    check_source(ckpt.inputs.content if ckpt else content, config)  # refuse a run that cannot fit, before loading
+    fitted = fit_source(ckpt.inputs.content if ckpt else content, config)  # refuse or tile a run, before loading
+    if fitted.tile and not config.tile:  # tiles chosen because the run would not fit untiled (fitted.note says so)
+        config = config.replace(tile=fitted.tile)
+    state = ckpt.optimizer_state if ckpt and config.optimizer == "lbfgs" else None
+    if state:  # the checkpoint's L-BFGS history length, whatever this machine would choose now
+        fitted = replace(fitted, history=int(np.shape(state[ProjectedLBFGS.STATE.index("s_hist")])[1]))
     inputs = ckpt.inputs if ckpt else prepare_inputs(config, content, style, style_mask)
     content_img, style_imgs = inputs.content, inputs.styles
     objective, lbfgs = take_objective(config, inputs, weights)
-    if config.tile:  # the same loss and gradient tile by tile (tiling.py), with its own L-BFGS
-        objective, lbfgs = TiledObjective(objective, config.tile), None
+    if lbfgs is not None and lbfgs.memory != fitted.history:
+        lbfgs = None
     if ckpt:
         x0 = ckpt.image
-        if config.optimizer == "lbfgs" and ckpt.optimizer_state:  # its exact shapes are the optimiser's to check
-            lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + x0.shape)
+        if state:  # its exact shapes are the optimiser's to check
+            lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + x0.shape, fitted.history)
             if not lbfgs.restore(ckpt.optimizer_state, (1,) + x0.shape):
                 raise NSTError(
                     f"checkpoint {resume} is malformed: its L-BFGS state does not fit its image (other shapes or "
@@ -214,11 +235,11 @@ def plan(
     if x0.shape != content_img.shape:
         x0 = resize(np.clip(x0, 0, 1), content_img.shape[:2])
     if config.scales and not ckpt and inputs.mask is None:  # coarse-to-fine start (config.scales; off by default)
-        lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + content_img.shape)  # one trace: scales and run
+        lbfgs = lbfgs or new_lbfgs(objective.value_and_grad, (1,) + content_img.shape, fitted.history)  # one trace
         x0 = coarse_to_fine(
             config, content_img, style_imgs, x0, inputs.blend, weights, objective=objective, lbfgs=lbfgs
         )
-    return Plan(config, inputs, objective, x0, ckpt, lbfgs)
+    return Plan(config, inputs, objective, x0, ckpt, lbfgs, fitted)
 
 
 def run(
@@ -240,7 +261,7 @@ def run(
     h, w = inputs.content.shape[:2]
     state = ckpt.optimizer_state if ckpt else None
     if config.optimizer == "lbfgs" and p.lbfgs is None:
-        p.lbfgs = new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape)
+        p.lbfgs = new_lbfgs(p.objective.value_and_grad, (1,) + p.x0.shape, p.history)
     lbfgs = p.lbfgs if config.optimizer == "lbfgs" else None
     adam = (
         Adam(p.objective.value_and_grad, p.x0[None], config.learning_rate, state)
@@ -309,7 +330,20 @@ def run(
         checkpoint=written,
         writes=writes,
         unoptimised=tracker.best_image is None,
+        memory=memory_record(p),
     )
+
+
+def memory_record(p: Plan) -> dict:
+    """Return how the plan fitted in memory, for the log: estimate and budget (GiB), tile px (0: none), L-BFGS pairs."""
+    fitted = p.fit or Fit(p.config.tile or 0, p.history, 0, None)
+    return {
+        "estimate_gib": round(fitted.need / 2**30, 2),
+        "budget_gib": None if fitted.budget is None else round(fitted.budget / 2**30, 2),
+        "tile": p.config.tile or 0,
+        "lbfgs_history": p.history,
+        "note": fitted.note,
+    }
 
 
 def write_outputs(

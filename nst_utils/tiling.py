@@ -74,6 +74,12 @@ class TiledObjective:
         """Change the wrapped Objective's loss weights in place (see Objective.set_weights); never retraces."""
         self.objective.set_weights(*args, **kwargs)
 
+    def __getattr__(self, name: str):
+        """Return the wrapped Objective's attribute `name` (its variables and controls, e.g. its targets)."""
+        if name == "objective":  # not set yet (during __init__ or unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.objective, name)
+
     aim = Objective.aim  # weights, then this wrapper's set_content and set_style: the targets tile by tile too
 
     def set_content(self, image) -> None:

@@ -539,16 +539,22 @@ def test_memory_check_refuses_with_largest_size_that_fits(tmp_path, capsys, monk
     monkeypatch.setattr(host, "available_bytes", lambda: 300 * memory.MIB)
     monkeypatch.setattr(host, "resident_bytes", lambda: memory.BASE_BYTES)
     config = StyleConfig(size=4000)
-    with pytest.raises(NSTError, match=r"use --size \d+ or less") as e:
-        memory.check(3000, 4000, config)
+    with pytest.raises(NSTError, match=r"in tiles of 128 px but only .* use --size \d+ or less") as e:
+        memory.fit(3000, 4000, config)  # not even the smallest tiles fit: refused, with the largest size in tiles
     fits = int(str(e.value).split("--size ")[1].split()[0])
     budget = 300 * memory.MIB * memory.SAFETY + memory.BASE_BYTES
     from nst_utils.images import fit_long_side
 
+    def tiled(side: int) -> int:
+        h, w = fit_long_side((3000, 4000), side)
+        return memory.estimate_bytes(h, w, maxcor=memory.history(h, w), tile=memory.MIN_TILE)
+
     assert 16 < fits < 4000
-    assert memory.estimate_bytes(*fit_long_side((3000, 4000), fits)) <= budget
-    assert memory.estimate_bytes(*fit_long_side((3000, 4000), fits + 1)) > budget
-    assert memory.check(48, 64, config) > 0  # small runs pass
+    assert tiled(fits) <= budget < tiled(fits + 1)
+    assert memory.fit(48, 64, config).need > 0 and memory.fit(48, 64, config).tile == 0  # small runs pass, untiled
+    with pytest.raises(NSTError, match=r"needs about [\d.]+ GiB of memory but only") as e:
+        memory.fit(3000, 4000, config.replace(tile=0))  # tiles forbidden: the largest untiled size
+    assert "tiles" not in str(e.value)
 
     src = tmp_path / "c.png"
     Image.fromarray(gradient(48, 64)).save(src)
@@ -557,4 +563,4 @@ def test_memory_check_refuses_with_largest_size_that_fits(tmp_path, capsys, monk
     assert_one_line_error(code, err, "GiB", f"use --size {fits} or less")
     assert not out.exists()
     monkeypatch.setenv(memory.SKIP_ENV, "1")
-    assert memory.check(3000, 4000, config) > 0
+    assert memory.fit(3000, 4000, config).budget is None

@@ -1,5 +1,7 @@
 """The tiled evaluation gives the untiled loss terms and gradient (float32 rounding), and so the same run."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -68,7 +70,8 @@ def test_tiled_equals_untiled(case):
     blend = [0.7, 0.3] if n_styles == 2 and not masked else None
     untiled = build_objective(config, content, styles, blend, mask=mask)
     tiled = TiledObjective(untiled, 32 if "content_layers" in settings else 48)
-    # stride 4 up to block3: rows of 32, 32, 34 px by columns of 24, 24, 28; stride 16: rows 48, 48 by columns 32, 48, 48
+    # stride 4 up to block3: rows of 32, 32, 34 px by columns of 24, 24, 28; stride 16: rows 48, 48 by columns 32, 48,
+    # 48
     assert tiled.tiles(*shape) == (9 if "content_layers" in settings else 6)
     assert_same(untiled, tiled, synthetic_image(*shape, seed=5))
 
@@ -209,3 +212,63 @@ def test_tile_zero_never_tiles():
     content, style = synthetic_image(64, 64, 1), synthetic_image(64, 64, 2)
     assert type(plan(content, style, StyleConfig(size=64, tile=0)).objective).__name__ == "Objective"
     assert isinstance(plan(content, style, StyleConfig(size=64, tile=32)).objective, TiledObjective)
+
+
+def test_a_run_too_large_for_memory_is_tiled_automatically(monkeypatch, capsys):
+    from nst_utils import memory, stylize
+
+    content, style = synthetic_image(192, 256, seed=1), synthetic_image(64, 64, 2)
+    settings = {"size": 256, "steps": 4, "precision": "float32", **SHALLOW}
+    layers = SHALLOW["content_layers"] + SHALLOW["style_layers"]
+    untiled_need = memory.estimate_bytes(192, 256, layers)
+    tiled_need = memory.estimate_bytes(192, 256, layers, tile=memory.MIN_TILE, content_layers=SHALLOW["content_layers"])
+    assert tiled_need < untiled_need
+    untiled = stylize(content, style, progress=False, **settings)
+    assert untiled.config.tile is None and untiled.memory["tile"] == 0
+    monkeypatch.setenv(memory.BUDGET_ENV, str((tiled_need + untiled_need) / 2 / 2**30))
+    tiled = stylize(content, style, progress=True, **settings)
+    err = capsys.readouterr().err
+    note = next(line for line in err.splitlines() if "tiles of" in line)
+    assert note.startswith("nst: a 256x192 run needs about") and "--tile 0 forbids tiles" in note
+    assert 128 <= tiled.config.tile < 256 and tiled.memory["tile"] == tiled.config.tile
+    assert tiled.memory["estimate_gib"] * 2**30 <= (tiled_need + untiled_need) / 2 + 2**22
+    np.testing.assert_allclose(tiled.history["total"], untiled.history["total"], rtol=1e-4)
+    with pytest.raises(NSTError, match="needs about .* GiB of memory but only"):
+        stylize(content, style, progress=False, tile=0, **settings)  # tiles forbidden: refused as before
+
+
+def test_the_lbfgs_history_shortens_at_large_sizes_and_a_resume_keeps_its_own(tmp_path, monkeypatch):
+    from nst_utils import memory, stylize
+
+    assert memory.history(2048, 2048) == 20 and memory.history(4096, 4096) == 5 and memory.history(8192, 8192) == 3
+    content, style = synthetic_image(96, 128, seed=1), synthetic_image(64, 64, 2)
+    settings = {"size": 128, "steps": 6, "precision": "float32", "progress": False, "tile": 48}
+    monkeypatch.setattr(memory, "HISTORY_BYTES", 4 * 2 * 96 * 128 * 3 * 4)  # room for 4 pairs at this size
+
+    def stop_at_3(step, image, terms):
+        if step >= 3:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "short.ckpt.npz"
+    stopped = stylize(content, style, callback=stop_at_3, checkpoint=ckpt, **settings)
+    assert stopped.interrupted and stopped.memory["lbfgs_history"] == 4
+    monkeypatch.undo()  # this machine would now keep 20 pairs: the resumed run keeps the checkpoint's 4
+    code, err = nst_in_process_resume(ckpt, tmp_path / "out.png")
+    assert code == 0, err
+    log = json.loads((tmp_path / "out.json").read_text())
+    assert log["memory"]["lbfgs_history"] == 4 and log["memory"]["tile"] == 48 and log["config"]["tile"] == 48
+    assert len(log["history"]["total"]) == 6 and (tmp_path / "out.png").is_file()
+
+
+def nst_in_process_resume(ckpt, out) -> tuple[int, str]:
+    """Return (exit code, stderr) of `nst stylize --resume CKPT -o OUT --log OUT.json -q` run in this process."""
+    import contextlib
+    import io
+
+    from nst_utils import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        log = str(out.with_suffix(".json"))
+        code = cli.main(["stylize", "--resume", str(ckpt), "-o", str(out), "--log", log, "-q"])
+    return code, err.getvalue()
