@@ -44,6 +44,8 @@ _HOME = {  # public name -> the module it lives in
     "build_vgg19": "model",
     "Result": "run",
     "stylize": "run",
+    "stylize_video": "video",
+    "VideoResult": "video",
 }
 _TENSORFLOW = {  # modules that import TensorFlow: quietly imported first (the others stay light)
     "model",
@@ -56,6 +58,7 @@ _TENSORFLOW = {  # modules that import TensorFlow: quietly imported first (the o
     "figures",
     "widgets",
     "bench",
+    "video",
 }
 
 __all__ = sorted(_HOME)

@@ -75,6 +75,7 @@ def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+LATER_TERMS = ("temporal",)  # loss terms added after version 1: a checkpoint without them holds zeros for them
 MAX_STYLES = 64  # more style images than a checkpoint can name: a malformed header
 MAX_OPTIMIZER_ARRAYS = 64  # lbfgs.ProjectedLBFGS.STATE has 18, Adam 3 (optimizers.Adam.kept), lbfgs-scipy none
 ADAM_ARRAYS = 3  # Adam's iteration count, first and second moments
@@ -150,7 +151,9 @@ def _header(arrays: dict[str, np.ndarray]) -> dict:
         if not ok(meta[key]):
             raise _Malformed(f"{key} is {meta[key]!r}, not {what}")
     hist = meta["history"]
-    if set(hist) != set(TERMS) or not all(isinstance(v, list) and all(map(_is_number, v)) for v in hist.values()):
+    if set(hist) not in (set(TERMS), set(TERMS) - set(LATER_TERMS)) or not all(
+        isinstance(v, list) and all(map(_is_number, v)) for v in hist.values()
+    ):
         raise _Malformed(f"history must hold one list of numbers for each of {', '.join(TERMS)}")
     if len({len(v) for v in hist.values()}) != 1:
         raise _Malformed("its history's lists differ in length")
@@ -160,6 +163,12 @@ def _header(arrays: dict[str, np.ndarray]) -> dict:
     ):
         raise _Malformed(f"blend is {blend!r}, not null or {meta['n_styles']} numbers (one per style image)")
     return meta
+
+
+def _history(hist: dict) -> dict[str, list[float]]:
+    """Return a checked header's loss history with every term of TERMS (a term added later: zeros)."""
+    n = len(hist["total"])
+    return {k: [float(x) for x in hist[k]] if k in hist else [0.0] * n for k in TERMS}
 
 
 def _image(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...] | None = None, rank: int = 3) -> np.ndarray:
@@ -242,7 +251,7 @@ def _checked(p: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
         image=_image(arrays, "image", content.shape),
         best_image=_image(arrays, "best_image", content.shape),
         best_loss=float(meta["best_loss"]),
-        history={k: [float(x) for x in meta["history"][k]] for k in TERMS},
+        history=_history(meta["history"]),
         inputs=inputs,
         optimizer_state=_optimizer_state(arrays, meta, config, content.shape),
     )

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from . import ALLOCATOR_ENV, ALLOCATOR_SET_BY_US, assets
 from .checkpoint import checkpoint_path
 from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
+from .flow import PRESETS as FLOW_PRESETS
+from .flow import require_video
 from .host import import_tensorflow, peak_memory_mb
 from .outputs import Writes, check_aliases, check_output, check_outputs, input_files, save_image, write_text
 
@@ -257,7 +260,60 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--weights", help="path to the VGG19 notop h5 file")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_options(w, "sweep", SWEEP_DEFAULTS)  # a sweep's betas come from --ratios
+    add_video_parser(sub, debug)
     return p
+
+
+def add_video_parser(sub, debug: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Return the `nst video` parser, added to `sub`: stylize's config options plus the video's own."""
+    v = sub.add_parser(
+        "video",
+        parents=[debug],
+        help="restyle every frame of a video (or a folder of frames) without flicker",
+        description="Restyle each frame of INPUT like STYLE. Frame 1 as `nst stylize` would; each later frame starts "
+        "from the previous result warped by the optical flow, with a temporal loss towards it (Ruder et al. 2016). "
+        "Finished frames are kept as they finish: after Ctrl-C, the same command continues after the last one.",
+    )
+    v.config_command = "stylize"
+    v.add_argument("input", help="a folder of frames or a video file (.mp4, .webm, .mov, .avi, .gif)")
+    v.add_argument("style", nargs="?", help="style image path or registry name (default: picasso_selfportrait.jpg)")
+    v.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="a folder of frames (frame_00001.png, ...) or a video file (.mp4, .mov, .webm, .gif) at INPUT's frame "
+        "rate; a video's frames are kept in OUTPUT.frames/ until it is written",
+    )
+    v.add_argument("--weights", help="path to the VGG19 notop h5 file")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_options(v, "stylize", {})  # --steps: frame 1's evaluations (and each frame's with --independent)
+    g = v.add_argument_group("video")
+    g.add_argument(
+        "--independent",
+        action="store_true",
+        help="stylize each frame alone from its own content with --steps (flickers: the baseline)",
+    )
+    g.add_argument(
+        "--temporal-weight",
+        type=_weight,
+        metavar="W",
+        help="weight of the temporal loss towards the previous frame warped by the flow; 0: warm start only "
+        "(default: 1e5 times --alpha)",
+    )
+    g.add_argument(
+        "--frame-steps",
+        type=_positive_int,
+        metavar="N",
+        help="loss evaluations for each frame after the first, which starts from the previous one (default: 100)",
+    )
+    g.add_argument(
+        "--flow",
+        choices=FLOW_PRESETS,
+        default="medium",
+        help="optical-flow preset (DIS), fastest first (default: %(default)s)",
+    )
+    g.add_argument("--fps", type=_positive_float, default=24.0, help="frame rate of a folder of frames (default: 24)")
+    return v
 
 
 CLI_FLAGS = {
@@ -425,6 +481,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if results[0].interrupted:
         return EXIT_INTERRUPTED
     return 1 if any(r.unoptimised for r in results) else 0  # a cell produced nothing: its image is the start
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """Stylize every frame of a video from the command line; return the exit code."""
+    t0 = time.perf_counter()
+    require_video("cv2")  # the `video` extra: one line naming it, before any work
+    config = StyleConfig(**args.settings)
+    import_tensorflow()
+    from .video import check_video_output, stylize_video  # the engine (TensorFlow): only once the arguments are checked
+
+    check_video_output(args.output, args.input, args.style, args.weights, flag="--output")
+    result = stylize_video(
+        args.input,
+        args.style,
+        args.output,
+        config=config,
+        independent=args.independent,
+        temporal=args.temporal_weight,
+        frame_steps=args.frame_steps,
+        flow_preset=args.flow,
+        fps=args.fps,
+        progress=not args.quiet,
+        weights=args.weights,
+        callback=INTERRUPTS.check,
+        during_run=INTERRUPTS.deferred(),
+    )
+    if result.interrupted:
+        print(f"nst: {result.message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    later = [s.evaluations for s in result.stats if s.index > 0]
+    error = result.mean_warping_error
+    print(
+        f"wrote {args.output}: {result.frames} frames at {result.fps:g} fps ({result.resumed} already done), "
+        + (f"{sum(later) / len(later):.0f} evaluations per later frame, " if later else "")
+        + (f"mean warping error {error:.3g}, " if math.isfinite(error) else "")
+        + f"{time.perf_counter() - t0:.1f} s, peak memory {peak_memory_mb():.0f} MiB"
+    )
+    for s in result.stats:
+        if s.message:
+            print(f"nst: frame {s.index + 1}: {s.message}", file=sys.stderr)
+    return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -632,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     """Return the exit code of `nst ARGV` (or, after a signal, exit at once with it)."""
     args = build_parser().parse_args(argv)
-    command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info}[args.command]
+    command = {"stylize": cmd_stylize, "sweep": cmd_sweep, "fetch": cmd_fetch, "info": cmd_info, "video": cmd_video}[
+        args.command
+    ]
     INTERRUPTS.reset()
     old_handlers = (
         {

@@ -49,6 +49,17 @@ def total_variation(image: tf.Tensor) -> tf.Tensor:
     return tf.image.total_variation(tf.convert_to_tensor(image, tf.float32))
 
 
+def temporal_loss(image: tf.Tensor, warped: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Return Ruder et al.'s short-term temporal loss per image, shape (batch,): (1/D) sum_k c_k (x_k - w_k)^2 over
+    the D = H*W*C values, `warped` the previous stylised frame warped into this one and `weights` c per pixel
+    ((..., H, W, 1), broadcast over the channels; 0 at disocclusions and motion boundaries).
+
+    Ruder, Dosovitskiy & Brox (2016, arXiv 1604.08610), section 3.2. Scalars broadcast: warped = weights = 0 is no term.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    return tf.reduce_mean(weights * tf.square(image - warped), axis=[1, 2, 3])
+
+
 # --- style statistics ----------------------------------------------------------------------------------------------
 
 
@@ -142,7 +153,8 @@ def _store(targets: dict, name: str, value) -> None:
 
 
 class Objective:
-    """alpha * content + beta * style + tv * total variation, with weights and targets held in tf.Variables."""
+    """alpha * content + beta * style + tv * total variation + temporal * temporal loss (video; 0 unless
+    set_temporal gives it a target), with weights and targets held in tf.Variables."""
 
     def __init__(
         self,
@@ -168,6 +180,7 @@ class Objective:
         n = len(self.style_layers)
         w = style_layer_weights or [1.0 / n] * n
         self.alpha, self.beta, self.tv = _var(alpha), _var(beta), _var(tv)
+        self.temporal, self.temporal_target, self.temporal_weights = _var(0.0), _var(0.0), _var(0.0)
         self.style_layer_weights = _var(w)
         self.content_targets = {n: None for n in self.content_layers}
         self.style_targets = {n: None for n in self.style_layers}
@@ -180,6 +193,7 @@ class Objective:
         beta: float | None = None,
         tv: float | None = None,
         style_layer_weights: Sequence[float] | None = None,
+        temporal: float | None = None,
     ) -> None:
         """Change loss weights in place (scalars, or one value per batch image; style_layer_weights
         (n_layers,) or (batch, n_layers)); never retraces."""
@@ -188,15 +202,40 @@ class Objective:
             (self.beta, beta),
             (self.tv, tv),
             (self.style_layer_weights, style_layer_weights),
+            (self.temporal, temporal),
         ):
             if value is not None:
                 var.assign(tf.convert_to_tensor(value, tf.float32))
 
     def aim(self, config: StyleConfig, content: np.ndarray, styles: Sequence[np.ndarray], blend=None) -> None:
-        """Take `config`'s weights and these images' targets, in place (images of any size; never retraces)."""
+        """Take `config`'s weights and these images' targets, in place, with no temporal term (images of any size;
+        never retraces)."""
         self.set_weights(config.alpha, config.beta, config.tv, config.layer_weights())
         self.set_content(content[None])
         self.set_style([s[None] for s in styles], blend)
+        self.clear_temporal()
+
+    def set_temporal(self, warped: np.ndarray, weights: np.ndarray, temporal: float | None = None) -> None:
+        """Aim the temporal term at `warped` (HxWx3, the previous stylised frame warped into this one, in the space
+        the image is optimised in) with per-pixel `weights` (HxW, Ruder's c), and set its weight if given; in place,
+        never retraces."""
+        warped = np.asarray(warped, np.float32)
+        weights = np.asarray(weights, np.float32)
+        if warped.ndim != 3 or weights.shape != warped.shape[:2]:
+            raise NSTError(f"the temporal target must be HxWx3 with HxW weights: {warped.shape}, {weights.shape}")
+        self.temporal_target.assign(warped[None])
+        self.temporal_weights.assign(weights[None, :, :, None])
+        if temporal is not None:
+            self.temporal.assign(float(temporal))
+
+    def clear_temporal(self) -> None:
+        """Remove the temporal term: weight 0 and no target (an image of any size then costs nothing more)."""
+        for var in (self.temporal, self.temporal_target, self.temporal_weights):
+            var.assign(tf.zeros([]))
+
+    def temporal_term(self, image: tf.Tensor) -> tf.Tensor:
+        """Return the weighted temporal term, shape (batch,): temporal * temporal_loss against the stored target."""
+        return self.temporal * temporal_loss(image, self.temporal_target, self.temporal_weights)
 
     def serves(self, config: StyleConfig, weights: str | os.PathLike | None = None) -> bool:
         """Return True if this objective computes `config`'s once aimed: the same network, layers and statistic (what
@@ -242,14 +281,15 @@ class Objective:
         return self.statistic.distance(self.statistic.describe(features), self.style_targets[name])
 
     def _loss_terms(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Return the weighted terms {content, style, tv, total}, each of shape (batch,)."""
+        """Return the weighted terms {content, style, tv, temporal, total}, each of shape (batch,)."""
         feats = self.extractor(image)
         content = tf.add_n([content_loss(feats[n], self.content_targets[n]) for n in self.content_layers])
         content = content / len(self.content_layers)
         w = self.style_layer_weights  # (n_layers,) shared, or (batch, n_layers): one weight vector per image
         style = tf.add_n([w[..., i] * self._style_distance(n, feats[n]) for i, n in enumerate(self.style_layers)])
         terms = {"content": self.alpha * content, "style": self.beta * style, "tv": self.tv * total_variation(image)}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        terms["temporal"] = self.temporal_term(image)
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["temporal"]
         return terms
 
     def _value_and_grad(self, image: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:

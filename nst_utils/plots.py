@@ -20,7 +20,7 @@ from .config import short_name  # noqa: E402
 from .images import to_uint8  # noqa: E402
 from .outputs import atomic_write, image_format, save_image  # noqa: E402
 
-TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "total": "black"}
+TERM_COLORS = {"content": "tab:blue", "style": "tab:red", "tv": "tab:green", "temporal": "tab:purple", "total": "black"}
 
 
 def show_images(

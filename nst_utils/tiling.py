@@ -239,7 +239,8 @@ class TiledObjective:
         """Return the weighted terms {content, style, tv, total}, each (batch,), from the unweighted ones."""
         obj = self.objective
         terms = {"content": obj.alpha * content, "style": obj.beta * style, "tv": obj.tv * total_variation(image)}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        terms["temporal"] = obj.temporal_term(image)  # on the whole image, as tv
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["temporal"]
         return terms
 
     def _one_tile(self, image: tf.Tensor) -> tf.Tensor:

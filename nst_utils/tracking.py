@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 Callback = Callable[[int, np.ndarray, dict], "bool | None"]
 # state() -> (the optimiser's current image, its arrays): what a checkpoint needs to continue the run
 State = Callable[[], tuple[np.ndarray, list[np.ndarray]]]
-TERMS = ("content", "style", "tv", "total")
+TERMS = ("content", "style", "tv", "temporal", "total")  # temporal: video (0 in a still image's run)
 TOL_WINDOW = 20  # `tol` compares the best objective now with the best TOL_WINDOW evaluations ago
 
 
