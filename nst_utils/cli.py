@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import ALLOCATOR_ENV, ALLOCATOR_SET_BY_US, assets
+from . import ALLOCATOR_ENV, ALLOCATOR_SET_BY_US, assets, memory
 from .checkpoint import checkpoint_path
 from .config import GRID_RATIOS, NORMALIZED, RAW_GRID_RATIOS, NSTError, StyleConfig, network_defaults
 from .flow import PRESETS as FLOW_PRESETS
@@ -551,6 +551,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(
         f"precision auto -> {resolve_precision('auto')} (bfloat16 where a probe convolution runs >= 1.3x faster in it)"
     )
+    print(memory.describe(StyleConfig()))
     return 0
 
 

@@ -214,6 +214,27 @@ def fit(height: int, width: int, config) -> Fit:
     )
 
 
+def describe(config, shape: tuple[int, int] = (1, 1)) -> str:
+    """Return, in words, the memory a run may use here and the largest long side of a `shape` (aspect) run that fits
+    it untiled and in tiles, with `config`'s layers and optimiser."""
+    limit, device = budget()
+    if limit is None:
+        return f"memory: not checked ({SKIP_ENV} set, or a GPU whose memory nvidia-smi does not report)"
+    layers = tuple(config.content_layers) + tuple(config.style_layers)
+
+    def need(h: int, w: int, tile: int | None = None) -> int:
+        keep = history(h, w) if config.optimizer == "lbfgs" else MAX_HISTORY
+        return estimate_bytes(h, w, layers, config.optimizer, keep, tile=tile, content_layers=config.content_layers)
+
+    untiled = largest_size(shape, need, limit, 1 << 15)
+    tiled = largest_size(shape, lambda h, w: need(h, w, AUTO_TILE[device]), limit, 1 << 15)
+    h, w = fit_long_side(shape, tiled)
+    return (
+        f"memory: {_gib(limit)} for a run ({device}); the largest square picture untiled about {untiled} px, in "
+        f"tiles of {AUTO_TILE[device]} px about {tiled} px (L-BFGS history {history(h, w)} pairs there)"
+    )
+
+
 def source_shape(source, size: int) -> tuple[int, int] | None:
     """Return the (height, width) `source` (array, path, registry name or None for the default) will have at `size`,
     reading only a file's header; None if unknown."""

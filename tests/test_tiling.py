@@ -272,3 +272,17 @@ def nst_in_process_resume(ckpt, out) -> tuple[int, str]:
         log = str(out.with_suffix(".json"))
         code = cli.main(["stylize", "--resume", str(ckpt), "-o", str(out), "--log", log, "-q"])
     return code, err.getvalue()
+
+
+def test_info_says_the_largest_picture_untiled_and_in_tiles(monkeypatch, capsys):
+    from nst_utils import cli, memory
+
+    monkeypatch.setenv(memory.BUDGET_ENV, "6")
+    assert cli.main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("memory:"))
+    untiled = int(line.split("untiled about ")[1].split()[0])
+    tiled = int(line.split("px about ")[1].split()[0])
+    budget = 6 * 2**30
+    assert memory.estimate_bytes(untiled, untiled) <= budget < memory.estimate_bytes(untiled + 1, untiled + 1)
+    assert 2048 <= tiled and tiled > 1.5 * untiled  # the goal: 2048x2048 within 6 GiB, tiled
+    assert memory.fit(2048, 2048, StyleConfig(size=2048)).tile == 512  # and a 2048 px run is tiled, not refused
