@@ -238,3 +238,60 @@ def test_appendix_engineering(tmp_path):
     ratio = float(re.search(r"whole runs: lbfgs takes (\S+)x the time of lbfgs-scipy", text).group(1))
     assert ratio > 0 and abs(ratio / (float(whole["lbfgs"]) / float(whole["lbfgs-scipy"])) - 1) < 0.05
     _check_pngs(nb, 1)
+
+
+def test_appendix_tiling(tmp_path):
+    nb = run_notebook("appendix_tiling", tmp_path, SIZE=96, TILE=32, HAND_SIZE=64, STEPS=3)
+    text = outputs_text(nb)
+    # the package's memory estimate for four sizes of the photo's shape: untiled it grows about as the pixels at the
+    # top; in 512 px tiles it is the same while one tile holds the picture, far less at 4096 px
+    table = re.findall(r"^\| \d+ px \| \d+ x \d+ \| \S+ GiB \| (\S+) GiB \| (\S+) GiB \|$", _markdown(nb), re.M)
+    untiled, tiled = ([float(row[i]) for row in table] for i in (0, 1))
+    assert len(table) == 4 and untiled == sorted(untiled) and untiled[3] / untiled[2] > 3
+    assert tiled[0] == untiled[0] and tiled[3] < untiled[3] / 3
+    # the reach written by hand (checked against the package on every layer): part 6's receptive fields, the halos
+    assert "block5_conv1: sees 70 px left, 85 px right, stride 16; receptive field 156 px; halo 80 px" in text
+    assert "block5_conv2: sees 86 px left, 101 px right, stride 16; receptive field 188 px; halo 96 px" in text
+    # a window on the stride's grid has the picture's units; half a stride off, it does not
+    gaps = {
+        int(s): (float(g), float(top))
+        for s, g, top in re.findall(
+            r"window starting (\d+) px in: largest difference from the picture's units (\S+) \(the units reach (\S+)\)",
+            text,
+        )
+    }
+    assert set(gaps) == {4, 2} and gaps[4][0] <= 1e-4 * gaps[4][1] and gaps[2][0] > 0.05 * gaps[2][1]
+    # the two passes by hand: the untiled loss and gradient; the tiles' own Gram losses are other numbers
+    hand = re.search(r"loss (\S+) vs untiled (\S+); largest gradient difference (\S+) of the largest entry", text)
+    assert abs(float(hand.group(1)) / float(hand.group(2)) - 1) < 1e-4 and float(hand.group(3)) < 1e-4
+    own = [float(v) for v in re.search(r"painting's instead: losses (.+)$", text, re.M).group(1).split(", ")]
+    assert len(own) == 4 and max(abs(v / float(hand.group(2)) - 1) for v in own) > 0.01
+    # the package's TiledObjective: several tiles, the untiled terms and gradient
+    tiles = int(re.search(r"px in (\d+) tiles of about 32 px, halo 96 px", text).group(1))
+    terms, grad = map(
+        float, re.search(r"of the terms (\S+), of the gradient (\S+) \(to its largest entry\)", text).groups()
+    )
+    assert tiles > 1 and terms < 1e-4 and grad < 1e-4
+    # a halo narrower than the reach: the gradient is wrong; the exact halo: rounding
+    errors = {
+        (layers, int(halo)): float(e)
+        for layers, halo, e in re.findall(
+            r"^(default layers|layers to conv3_2).*, halo (\d+) px: gradient error up to (\S+) of the largest entry",
+            text,
+            re.M,
+        )
+    }
+    assert set(errors) == {
+        ("default layers", 0),
+        ("default layers", 96),
+        ("layers to conv3_2", 0),
+        ("layers to conv3_2", 16),
+    }
+    assert errors["default layers", 0] > 0.1 and errors["layers to conv3_2", 0] > 0.1
+    assert errors["default layers", 96] < 1e-4 and errors["layers to conv3_2", 16] < 1e-4
+    # stylize(tile=...) makes the untiled picture: the same losses, a difference of at most a few 8-bit levels
+    losses, most = map(
+        float, re.search(r"losses agree to (\S+) \(relative\); the pictures differ by at most (\S+),", text).groups()
+    )
+    assert losses < 1e-3 and most < 5 / 255
+    _check_pngs(nb, 2)  # the gradient errors, the two runs
