@@ -12,9 +12,9 @@ Both share the same H*W scaling, so they were fitted together.
 
 A tiled run (tiling.py) holds one tile's window of activations instead of the image's, plus TILED_IMAGE_VECTORS
 whole-image float32 arrays and the content targets. `fit` decides how a run computes: untiled when it fits, else in
-tiles of at most AUTO_TILE px (the largest that fit), with an L-BFGS history of at most HISTORY_BYTES (20 pairs up to
-about 2048x2048 px, 5 at 4096x4096). On a GPU the budget is the device's memory (activations and the optimiser live
-there); without a way to read it, GPU runs are not checked.
+the largest tiles that fit (the fewer the tiles, the less halo is computed twice), with an L-BFGS history of at most
+HISTORY_BYTES (20 pairs up to about 2048x2048 px, 5 at 4096x4096). On a GPU the budget is the device's memory
+(activations and the optimiser live there); without a way to read it, GPU runs are not checked.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ TILED_IMAGE_VECTORS = 6  # whole-image float32 arrays of a tiled evaluation: gra
 MAX_HISTORY = 20  # L-BFGS (s, y) pairs kept when they fit
 MIN_HISTORY = 3
 HISTORY_BYTES = 2 << 30  # the most the L-BFGS history may take (float32): shorter histories beyond about 2048x2048
-AUTO_TILE = {"cpu": 512, "gpu": 2048}  # the largest tile chosen automatically (CPU: larger tiles measured no faster)
-MIN_TILE = 128
+MIN_TILE = 128  # the smallest tile chosen automatically (its 96 px halos would make it about 5x slower than untiled)
+INFO_TILE = 512  # `nst info` says how large a picture fits in tiles of this size
 SKIP_ENV = "NST_NO_MEMORY_CHECK"
 BUDGET_ENV = "NST_MEMORY_BUDGET"  # a memory budget in GiB that replaces the measured one (e.g. 6)
 
@@ -193,7 +193,8 @@ def fit(height: int, width: int, config) -> Fit:
     if limit is None or untiled <= limit:
         return Fit(0, pairs, untiled, limit, short)
     stride = tile_stride(layers)
-    sizes = range(AUTO_TILE[device] // stride * stride, MIN_TILE - 1, -stride)
+    units = max(height, width) // stride
+    sizes = sorted({-(-units // n) * stride for n in range(2, units + 1)} - set(range(MIN_TILE)), reverse=True)
     chosen = next((t for t in sizes if need(t) <= limit), None) if config.tile is None else None
     if chosen is not None:
         count = tile_count(height, chosen, stride) * tile_count(width, chosen, stride)
@@ -227,11 +228,11 @@ def describe(config, shape: tuple[int, int] = (1, 1)) -> str:
         return estimate_bytes(h, w, layers, config.optimizer, keep, tile=tile, content_layers=config.content_layers)
 
     untiled = largest_size(shape, need, limit, 1 << 15)
-    tiled = largest_size(shape, lambda h, w: need(h, w, AUTO_TILE[device]), limit, 1 << 15)
+    tiled = largest_size(shape, lambda h, w: need(h, w, INFO_TILE), limit, 1 << 15)
     h, w = fit_long_side(shape, tiled)
     return (
         f"memory: {_gib(limit)} for a run ({device}); the largest square picture untiled about {untiled} px, in "
-        f"tiles of {AUTO_TILE[device]} px about {tiled} px (L-BFGS history {history(h, w)} pairs there)"
+        f"tiles of {INFO_TILE} px about {tiled} px (L-BFGS history {history(h, w)} pairs there)"
     )
 
 
