@@ -286,3 +286,15 @@ def test_info_says_the_largest_picture_untiled_and_in_tiles(monkeypatch, capsys)
     assert memory.estimate_bytes(untiled, untiled) <= budget < memory.estimate_bytes(untiled + 1, untiled + 1)
     assert 2048 <= tiled and tiled > 1.5 * untiled  # the goal: 2048x2048 within 6 GiB, tiled
     assert memory.fit(2048, 2048, StyleConfig(size=2048)).tile == 512  # and a 2048 px run is tiled, not refused
+
+
+def test_coarse_to_fine_carries_a_tiled_run_up_from_untiled_scales():
+    from nst_utils import stylize
+
+    content, style = synthetic_image(96, 128, seed=1), synthetic_image(64, 64, 2)
+    settings = {"size": 128, "steps": 3, "scales": (48, 96), "scale_steps": 3, "precision": "float32"}
+    untiled = stylize(content, style, progress=False, **settings)
+    tiled = stylize(content, style, progress=False, tile=48, **settings)  # 48 px: one tile; 96 and 128 px: several
+    assert tiled.config.tile == 48 and tiled.steps == untiled.steps == 3
+    np.testing.assert_allclose(tiled.history["total"], untiled.history["total"], rtol=1e-4)
+    assert np.abs(tiled.image - untiled.image).mean() < 1e-5
