@@ -137,6 +137,7 @@ class Fit:
     need: int
     budget: int | None
     note: str = ""
+    whole_pixels: int = 0  # automatic tiles: smaller images (coarse scales) fit untiled, and are evaluated whole
 
 
 def budget() -> tuple[int | None, str]:
@@ -202,7 +203,9 @@ def fit(height: int, width: int, config) -> Fit:
             f"a {width}x{height} run needs about {_gib(untiled)} untiled and {_gib(limit)} is available: computing "
             f"it exactly in {count} tiles of {chosen} px, about {_gib(need(chosen))} (--tile 0 forbids tiles)"
         )
-        return Fit(chosen, pairs, need(chosen), limit, "; ".join(m for m in (note, short) if m))
+        side = largest_size((height, width), lambda h, w: need(None, h, w), limit, max(height, width))
+        whole = int(np.prod(fit_long_side((height, width), side))) if side else 0
+        return Fit(chosen, pairs, need(chosen), limit, "; ".join(m for m in (note, short) if m), whole)
     tiles = config.tile is None
     fits = largest_size(
         (height, width), lambda h, w: need(MIN_TILE if tiles else None, h, w), limit, max(height, width)

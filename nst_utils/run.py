@@ -82,10 +82,11 @@ _IDLE_LOCK = threading.Lock()  # runs in threads never take the same one
 
 
 def take_objective(
-    config: StyleConfig, inputs: Inputs, weights: str | os.PathLike | None = None
+    config: StyleConfig, inputs: Inputs, weights: str | os.PathLike | None = None, whole_pixels: int = 0
 ) -> tuple[Objective | TiledObjective, ProjectedLBFGS | None]:
-    """Return an Objective for `config` aimed at `inputs` (tiled if config.tile: its targets too), and the L-BFGS
-    traced with it if any: a kept one that serves `config` (nothing to trace), else a new one (and None)."""
+    """Return an Objective for `config` aimed at `inputs` (tiled if config.tile: its targets too, images of at most
+    `whole_pixels` pixels whole), and the L-BFGS traced with it if any: a kept one that serves `config` (nothing to
+    trace), else a new one (and None)."""
     with _IDLE_LOCK:
         kept = None
         if inputs.mask is None:  # a guided run (a mask) builds its own
@@ -94,7 +95,7 @@ def take_objective(
     guides = None if inputs.mask is None else regions(inputs.mask, len(inputs.styles))
     objective, lbfgs = kept or (new_objective(config, weights, guides=guides), None)
     if config.tile:  # the same loss and gradient tile by tile (tiling.py), with its own L-BFGS
-        objective, lbfgs = TiledObjective(objective, config.tile), None
+        objective, lbfgs = TiledObjective(objective, config.tile, whole_pixels=whole_pixels), None
     objective.aim(config, inputs.content, inputs.styles, inputs.blend)
     return objective, lbfgs
 
@@ -215,7 +216,7 @@ def plan(
         fitted = replace(fitted, history=int(np.shape(state[ProjectedLBFGS.STATE.index("s_hist")])[1]))
     inputs = ckpt.inputs if ckpt else prepare_inputs(config, content, style, style_mask)
     content_img, style_imgs = inputs.content, inputs.styles
-    objective, lbfgs = take_objective(config, inputs, weights)
+    objective, lbfgs = take_objective(config, inputs, weights, fitted.whole_pixels)
     if lbfgs is not None and lbfgs.memory != fitted.history:
         lbfgs = None
     if ckpt:

@@ -52,10 +52,13 @@ class TiledObjective:
     take it unchanged; weights and targets stay the wrapped Objective's (its `aim` and `set_weights` apply).
     """
 
-    def __init__(self, objective: Objective, tile: int, halo: int | None = None):
+    def __init__(self, objective: Objective, tile: int, halo: int | None = None, whole_pixels: int = 0):
         """Wrap `objective`, with square tiles of `tile` px (rounded down to the stride) and `halo` px of context
-        around each (default: `min_halo`, exact; a narrower halo is wrong near tile edges, for demonstration only)."""
+        around each (default: `min_halo`, exact; a narrower halo is wrong near tile edges, for demonstration only);
+        images of at most `whole_pixels` pixels (those that fit in memory untiled: coarse scales) are evaluated
+        whole."""
         self.objective = objective
+        self.whole_pixels = tf.Variable(int(whole_pixels), dtype=tf.int32, trainable=False)
         self.layers = tuple(dict.fromkeys(objective.content_layers + objective.style_layers))
         self.stride = tile_stride(self.layers)
         if tile < self.stride:
@@ -86,7 +89,7 @@ class TiledObjective:
         """Compute and store the wrapped Objective's content targets, tile by tile (see Objective.set_content)."""
         image = tf.convert_to_tensor(image, tf.float32)
         b, h, w = image.shape[:3]
-        if self.tiles(h, w) == 1:
+        if self.whole(h, w):
             self.objective.set_content(image)
             return
         full = {}
@@ -108,7 +111,7 @@ class TiledObjective:
         Objective.describe_image)."""
         image = tf.convert_to_tensor(image, tf.float32)
         h, w = image.shape[1:3]
-        if self.tiles(h, w) == 1:
+        if self.whole(h, w):
             return self.objective.describe_image(image)
         sums = None
         for geo, feats in self._each_tile(image):
@@ -243,14 +246,21 @@ class TiledObjective:
         terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["temporal"]
         return terms
 
-    def _one_tile(self, image: tf.Tensor) -> tf.Tensor:
-        """Return whether the image fits in one tile (then the wrapped Objective evaluates it, untiled)."""
-        return tf.equal(self.tiles(tf.shape(image)[1], tf.shape(image)[2]), 1)
+    def whole(self, height: int | tf.Tensor, width: int | tf.Tensor) -> bool | tf.Tensor:
+        """Return whether an HxW image is evaluated whole (it is one tile, or fits in memory untiled): a bool for
+        ints, a boolean tensor for tensors (in a graph)."""
+        if isinstance(height, int) and isinstance(width, int):
+            return self.tiles(height, width) == 1 or height * width <= int(self.whole_pixels.numpy())
+        return tf.logical_or(tf.equal(self.tiles(height, width), 1), height * width <= self.whole_pixels)
+
+    def _whole(self, image: tf.Tensor) -> tf.Tensor:
+        """Return whether the image batch is evaluated whole, by the wrapped Objective (see `whole`)."""
+        return self.whole(tf.shape(image)[1], tf.shape(image)[2])
 
     def _loss_terms(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         """Return the Objective's weighted terms {content, style, tv, total}, each (batch,), by pass 1 alone."""
         return tf.cond(
-            self._one_tile(image), lambda: self.objective.loss_terms(image), lambda: self._tiled_loss_terms(image)
+            self._whole(image), lambda: self.objective.loss_terms(image), lambda: self._tiled_loss_terms(image)
         )
 
     def _tiled_loss_terms(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -288,7 +298,7 @@ class TiledObjective:
     def _value_and_grad(self, image: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Return (terms, gradient of the summed total with respect to the image), as Objective.value_and_grad."""
         return tf.cond(
-            self._one_tile(image),
+            self._whole(image),
             lambda: self.objective.value_and_grad(image),
             lambda: self._tiled_value_and_grad(image),
         )

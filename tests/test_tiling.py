@@ -108,6 +108,11 @@ def test_an_image_in_one_tile_is_evaluated_untiled():
     for name, value in terms.items():  # the Objective's own graph, inside tf.cond (only op scheduling may differ)
         assert one_tile_terms[name] == pytest.approx(value, rel=1e-6), name
     np.testing.assert_allclose(one_tile_grad, grad, rtol=1e-5, atol=1e-6 * np.abs(grad).max())
+    small_enough = TiledObjective(untiled, 48, whole_pixels=96 * 128)  # fits untiled (a coarse scale): whole
+    assert small_enough.tiles(96, 128) == 6 and small_enough.whole(96, 128) and not small_enough.whole(97, 128)
+    whole_terms, whole_grad = evaluate(small_enough, content)
+    assert whole_terms["total"] == pytest.approx(terms["total"], rel=1e-6)
+    np.testing.assert_allclose(whole_grad, grad, rtol=1e-5, atol=1e-6 * np.abs(grad).max())
 
 
 def test_a_narrower_halo_than_the_receptive_field_changes_the_gradient():
