@@ -293,5 +293,6 @@ def test_appendix_tiling(tmp_path):
     losses, most = map(
         float, re.search(r"losses agree to (\S+) \(relative\); the pictures differ by at most (\S+),", text).groups()
     )
-    assert losses < 1e-3 and most < 5 / 255
+    # (not bitwise the same: the tiled run did evaluate in tiles, whose float32 sums round differently)
+    assert losses < 1e-3 and 0 < most < 5 / 255
     _check_pngs(nb, 2)  # the gradient errors, the two runs
