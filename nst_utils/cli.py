@@ -298,7 +298,7 @@ def add_video_parser(sub, debug: argparse.ArgumentParser) -> argparse.ArgumentPa
         type=_weight,
         metavar="W",
         help="weight of the temporal loss towards the previous frame warped by the flow; 0: warm start only "
-        "(default: 1e5 times --alpha)",
+        "(default: 1e5 x --alpha; 100 x --alpha with --normalize-vgg)",  # video.TEMPORAL_PER_ALPHA
     )
     g.add_argument(
         "--frame-steps",

@@ -314,6 +314,6 @@ class TiledObjective:
         coefficients = tape.gradient(weighted, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         with tf.GradientTape() as tape:
             tape.watch(image)
-            tv = tf.reduce_sum(self.objective.tv * total_variation(image))
-        grad = self._scatter(image, coefficients) + tape.gradient(tv, image)
+            whole = tf.reduce_sum(self.objective.tv * total_variation(image) + self.objective.temporal_term(image))
+        grad = self._scatter(image, coefficients) + tape.gradient(whole, image)  # tv and temporal: the whole image
         return self._terms(image, style, content), grad

@@ -94,6 +94,28 @@ def test_aim_clears_the_temporal_term_for_an_image_of_any_size(temporal_objectiv
         obj.set_temporal(np.zeros((24, 32, 3)), np.ones((20, 32)))
 
 
+def test_the_tiled_evaluation_has_the_same_temporal_term():
+    import tensorflow as tf
+
+    from nst_utils.objective import build_objective
+    from nst_utils.tiling import TiledObjective
+
+    shallow = {"content_layers": ("block3_conv2",), "style_layers": ("block1_conv1", "block2_conv1")}  # 16-px halo
+    config = StyleConfig(size=76, precision="float32", **shallow)
+    untiled = build_objective(config, synthetic_image(60, 76, 1), [synthetic_image(48, 48, 2)])
+    tiled = TiledObjective(untiled, 32)
+    assert tiled.tiles(60, 76) > 1
+    c = np.ones((60, 76), np.float32)
+    c[:, :20] = 0.0
+    untiled.set_temporal(synthetic_image(60, 76, 3), c, 1e11)  # a temporal term as large as the others
+    image = tf.constant(synthetic_image(60, 76, 4)[None])
+    (terms, grad), (tiled_terms, tiled_grad) = untiled.value_and_grad(image), tiled.value_and_grad(image)
+    assert float(terms["temporal"][0]) > 0.1 * float(terms["total"][0])
+    for name in ("temporal", "total"):
+        np.testing.assert_allclose(tiled_terms[name].numpy(), terms[name].numpy(), rtol=1e-4)
+    np.testing.assert_allclose(tiled_grad.numpy(), grad.numpy(), rtol=1e-4, atol=1e-5 * np.abs(grad.numpy()).max())
+
+
 def test_old_checkpoint_without_temporal_history_resumes(tmp_path):
     from nst_utils import checkpoint, stylize
 
