@@ -260,3 +260,25 @@ def test_cli_video_errors_are_one_line(tmp_path, clip_dir):
     )
     r = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "nst-utils[video]" in r.stderr, r.stderr
+
+
+def test_cli_video_refuses_a_folder_that_belongs_to_another_command(tmp_path, clip_dir):
+    cells = tmp_path / "cells"  # as `nst sweep --save-dir cells` leaves it: images, no video run's settings
+    cells.mkdir()
+    (cells / "r0_c0.png").write_bytes(b"a sweep's cell")
+    r = nst("video", str(clip_dir), "-o", str(cells), "--size", "48", "--steps", "2", "-q")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not empty" in r.stderr, r.stderr
+    assert [p.name for p in cells.iterdir()] == ["r0_c0.png"]
+    assert (cells / "r0_c0.png").read_bytes() == b"a sweep's cell"  # nothing written, nothing removed
+
+    done = tmp_path / "done"
+    command = ("video", str(clip_dir), "-o", str(done), "--size", "48", "--steps", "2", "--frame-steps", "1", "-q")
+    assert nst(*command).returncode == 0
+    written = {p.name: p.read_bytes() for p in done.glob("frame_*.png")}
+    assert len(written) == 4
+    r = nst(*command)  # a finished folder: nothing to compute again
+    assert r.returncode == 0 and "4 frames" in r.stdout and "(4 already done)" in r.stdout, r.stdout + r.stderr
+    r = nst(*command, "--independent")  # another command's frames are not mixed in
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "holds the frames of another run" in r.stderr
+    assert "mode" in r.stderr
+    assert {p.name: p.read_bytes() for p in done.glob("frame_*.png")} == written
