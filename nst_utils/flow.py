@@ -32,6 +32,11 @@ PRESETS = ("ultrafast", "fast", "medium")  # OpenCV's DIS presets, fastest first
 # consistencyChecker.cpp in manuelruder/artistic-videos)
 DISOCCLUSION_RELATIVE, DISOCCLUSION_ABSOLUTE = 0.01, 0.5  # |w~ + w^|^2 > 0.01 (|w~|^2 + |w^|^2) + 0.5
 BOUNDARY_RELATIVE, BOUNDARY_ABSOLUTE = 0.01, 0.002  # |grad u^|^2 + |grad v^|^2 > 0.01 |w^|^2 + 0.002
+INTERPOLATIONS = {"linear": "INTER_LINEAR", "cubic": "INTER_CUBIC"}  # name -> OpenCV's remap flag
+# How warp resamples a picture. Bicubic: each later frame starts from the previous result resampled once more, and
+# bilinear resampling blurs a little at every frame (measured in book/speed.md, "Video"). The flows themselves are
+# sampled bilinearly in the consistency check, as in Ruder et al.'s consistencyChecker.cpp.
+WARP_INTERPOLATION = "cubic"
 
 
 def require_video(module: str) -> ModuleType:
@@ -79,26 +84,29 @@ def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return xs.astype(np.float32), ys.astype(np.float32)
 
 
-def _sample(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Return `image` sampled bilinearly at (x + dx, y + dy), edges replicated: the backward warp by `flow`."""
+def _sample(image: np.ndarray, flow: np.ndarray, interpolation: str = "linear") -> np.ndarray:
+    """Return `image` sampled at (x + dx, y + dy) by `interpolation` (a key of INTERPOLATIONS), edges replicated: the
+    backward warp by `flow`."""
     cv2 = require_video("cv2")
     xs, ys = _grid(flow.shape)
     src = np.ascontiguousarray(image, dtype=np.float32)
-    return cv2.remap(
-        src, xs + flow[..., 0], ys + flow[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    mode = getattr(cv2, INTERPOLATIONS[interpolation])
+    return cv2.remap(src, xs + flow[..., 0], ys + flow[..., 1], interpolation=mode, borderMode=cv2.BORDER_REPLICATE)
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Return `image` (HxW or HxWxC float) warped backward by `flow`: out[y, x] = image[y + dy, x + dx] (bilinear,
-    edges replicated), float32.
+    """Return `image` (HxW or HxWxC float) warped backward by `flow`: out[y, x] = image[y + dy, x + dx] (bicubic,
+    clipped to the image's own range, edges replicated), float32.
 
     To bring the previous frame's result into the current frame's geometry pass the BACKWARD flow,
     optical_flow(current, previous) (the first element of flow_for); where it points outside the previous frame the
-    nearest edge pixel is used (consistency_weights gives such pixels weight 0).
+    nearest edge pixel is used (consistency_weights gives such pixels weight 0). Bicubic (WARP_INTERPOLATION) can
+    overshoot at an edge: the result is clipped to [min, max] of `image`, so a picture in [0, 1] stays in [0, 1].
     """
     _same_grid(image, flow, "the image and its flow")
-    return _sample(image, flow)
+    src = np.asarray(image, np.float32)
+    out = _sample(src, flow, WARP_INTERPOLATION)
+    return np.clip(out, src.min(), src.max(), out=out) if src.size else out
 
 
 def _norm2(flow: np.ndarray) -> np.ndarray:

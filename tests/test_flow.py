@@ -59,6 +59,19 @@ def test_warp_by_the_backward_flow_gives_the_current_frame(pair):
     assert np.abs(prev[INTERIOR] - cur[INTERIOR]).mean() > 10 * np.abs(warped[INTERIOR] - cur[INTERIOR]).mean()
 
 
+def test_bicubic_warp_stays_in_the_pictures_range():
+    """A black-white edge moved by half a pixel: bicubic overshoots below 0 and above 1 next to it, warp clips."""
+    edge = np.zeros((H, W, 3), np.float32)
+    edge[:, W // 2 :] = 1.0
+    half = constant(0.5, 0.0)
+    raw = flow._sample(edge, half, "cubic")
+    assert raw.min() < -0.01 and raw.max() > 1.01  # what the clip is for
+    warped = flow.warp(edge, half)
+    assert warped.min() == 0.0 and warped.max() == 1.0
+    np.testing.assert_allclose(warped[:, W // 2 - 1], 0.5, atol=1e-6)  # the edge itself, halfway
+    assert flow.warp(edge, constant(0.0, 0.0)).tobytes() == edge.tobytes()  # no motion: the picture unchanged
+
+
 def test_weights_zero_the_strips_that_enter_the_picture(pair):
     prev, cur = pair
     backward, weights = flow.flow_for(prev, cur)
@@ -120,10 +133,15 @@ def test_bad_inputs_are_one_line_errors(pair, monkeypatch):
 
 
 def test_the_base_import_loads_no_video_library():
+    """`import nst_utils` loads none of the video modules; the CLI takes flow.PRESETS for --flow's choices, and flow
+    imports OpenCV only when a function needs it, so the CLI still loads no video library."""
     code = (
-        "import sys, nst_utils, nst_utils.cli\n"
-        "loaded = [m for m in ('cv2', 'imageio', 'imageio_ffmpeg', 'nst_utils.flow', 'nst_utils.frames') "
-        "if m in sys.modules]\n"
+        "import sys, nst_utils\n"
+        "video = ('cv2', 'imageio', 'imageio_ffmpeg')\n"
+        "loaded = [m for m in (*video, 'nst_utils.flow', 'nst_utils.frames', 'nst_utils.video') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import nst_utils.cli\n"
+        "loaded = [m for m in (*video, 'nst_utils.frames', 'nst_utils.video') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -67,8 +67,15 @@ def test_nan_loss_stops_and_keeps_last_good_image(monkeypatch, content_image, st
     # the callback poisons the objective's weight (a variable, so it reaches the compiled loop too) after step 3
     monkeypatch.setattr(optimizers, "CALL_SECONDS", 0.0)
     built = []
-    real = opt.build_objective
-    monkeypatch.setattr(opt, "build_objective", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = opt.take_objective
+
+    def take(*a, **k):
+        objective, _ = real(*a, **k)
+        built.append(objective)
+        return objective, None  # an L-BFGS traced afresh
+
+    monkeypatch.setattr(opt, "take_objective", take)
+    monkeypatch.setattr(opt, "keep_objective", lambda plan: None)  # the poisoned objective serves no later run
 
     def cb(step, image, terms):
         if step == 3:

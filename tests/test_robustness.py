@@ -369,10 +369,10 @@ def test_bad_weights_fail_clearly_and_load_nothing(tmp_path, capsys, weights_pat
 
 
 def test_nan_loss_stops_keeps_last_good_image_nonzero_exit(tmp_path, capsys, monkeypatch):
-    real = opt.build_objective
+    real = opt.take_objective
 
     def poisoned(*a, **k):
-        obj = real(*a, **k)
+        obj, _ = real(*a, **k)
         inner, calls = obj.value_and_grad, tf.Variable(0)  # a variable: counts inside the compiled L-BFGS loop too
 
         def vg(img):
@@ -381,9 +381,10 @@ def test_nan_loss_stops_keeps_last_good_image_nonzero_exit(tmp_path, capsys, mon
             return dict(terms, total=terms["total"] * tf.where(calls >= 3, float("inf"), 1.0)), grad
 
         obj.value_and_grad = vg
-        return obj
+        return obj, None  # an L-BFGS traced with the poisoned evaluation
 
-    monkeypatch.setattr(opt, "build_objective", poisoned)
+    monkeypatch.setattr(opt, "take_objective", poisoned)
+    monkeypatch.setattr(opt, "keep_objective", lambda plan: None)  # it serves no later run
     src = tmp_path / "c.png"
     Image.fromarray(gradient(48, 64)).save(src)
     out = tmp_path / "o.png"
