@@ -70,7 +70,8 @@ def test_kept_products_of_the_memory_equal_the_products_of_its_pairs():
     lbfgs.start(np.full((2, N), 0.5, np.float32))
     for _ in range(8):
         lbfgs.iterate(tf.constant(4))
-        s, y = lbfgs.s_hist.numpy().astype(np.float64), lbfgs.y_hist.numpy().astype(np.float64)
+        state = dict(zip(ProjectedLBFGS.STATE, lbfgs.state()))  # the memory as a checkpoint holds it: (b, m, n)
+        s, y = state["s_hist"].astype(np.float64), state["y_hist"].astype(np.float64)
         scale = np.abs(np.einsum("bin,bjn->bij", np.abs(s), np.abs(y))).max()
         np.testing.assert_allclose(lbfgs.sy.numpy(), np.einsum("bin,bjn->bij", s, y), atol=1e-5 * scale)
         np.testing.assert_allclose(
