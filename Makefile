@@ -50,7 +50,7 @@ BOOK_OUT := build/book
 EXECUTED ?= build/executed
 HTML_MANAGER := @jupyter-widgets/html-manager@1.0.15
 SPHINX = $(BIN)/sphinx-build -b html -q -d $(BOOK_OUT)/doctrees book $(BOOK_OUT)/html
-NOTEBOOK_TESTS = tests/test_notebooks_intro.py tests/test_notebooks_transfer.py
+NOTEBOOK_TESTS = tests/test_notebooks_intro.py tests/test_notebooks_transfer.py tests/test_notebooks_video.py
 
 .PHONY: book book-quick book-site book-serve book-vendor book-clean
 

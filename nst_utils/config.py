@@ -305,7 +305,8 @@ class StyleConfig:
         metadata=option(
             "evaluate the loss in tiles of PX px (rounded down to the network's stride, 16 px up to block5), each "
             "read with the receptive field's halo: the same loss and gradient in one tile's memory, at the cost of "
-            "a second forward pass and the halos; 0: never tile (default: untiled)",
+            "a second forward pass and the halos; 0: never tile (default: untiled when the run fits in memory, else "
+            "the largest tiles that fit, said in one line)",
             metavar="PX",
             sweep=False,
         ),

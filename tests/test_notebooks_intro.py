@@ -1,6 +1,7 @@
-"""Parts 1-4 and the engineering appendix run end to end at tiny sizes: their inline checks against nst_utils
-(np.testing.assert_allclose cells) pass, and they show their figures and numbers. Every notebook in notebooks/ opens
-with the header and the install cell that NOTEBOOK_CONVENTIONS fixes, the install URL being pyproject's."""
+"""Parts 1-4 and the appendices (engineering, tiling) run end to end at tiny sizes: their inline checks against
+nst_utils (np.testing.assert_allclose cells) pass, and they show their figures and numbers. Every notebook in
+notebooks/ opens with the header and the install cell that NOTEBOOK_CONVENTIONS fixes, the install URL being
+pyproject's."""
 
 import base64
 import io
@@ -43,7 +44,8 @@ def test_header_and_install_cell(path):
     nb = nbformat.read(path, as_version=4)
     header, install = nb.cells[0], nb.cells[1]
     number = re.match(r"(\d+)_", path.name)
-    where = f"Part {int(number.group(1))} of 7" if number else "Appendix"
+    parts = len(list(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))
+    where = f"Part {int(number.group(1))} of {parts}" if number else "Appendix"
     assert header.cell_type == "markdown" and re.match(r"# \S", header.source), "the first cell is the title"
     assert f"*{where} · {LINKS}*" in header.source
     for row in ("Prerequisites", "Time to learn", "Time to run"):
