@@ -551,7 +551,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(
         f"precision auto -> {resolve_precision('auto')} (bfloat16 where a probe convolution runs >= 1.3x faster in it)"
     )
-    print(memory.describe(StyleConfig()))
+    print(memory.describe(StyleConfig(precision=resolve_precision("auto"))))
     return 0
 
 

@@ -45,6 +45,10 @@ from .images import fit_long_side
 
 BASE_BYTES = 750 * MIB  # TensorFlow + VGG19 weights + interpreter (the fit's intercept)
 ACTIVATION_FACTOR = 3.6  # bytes kept per activation byte (forward kept for backward + gradients + transients)
+# Under --precision bfloat16 the convolutions keep half-size activations: peaks of 1.53, 3.63 and 12.09 GiB at 512,
+# 1024 and 2048 px (book/cli.md's table) put the factor at 2.0, 1.8 and 1.75. "auto" before it is resolved counts
+# float32's.
+ACTIVATION_FACTORS = {"bfloat16": 2.0}
 LBFGS_EXTRA_VECTORS = 12  # scipy L-BFGS-B work arrays besides the 2*maxcor history, each 3HW float64
 TF_LBFGS_VECTORS = 14  # lbfgs.ProjectedLBFGS: 6 state vectors (x, g, d, trial, evaluated, best) + temporaries, float32
 ADAM_VECTORS = 6  # image, two moments, gradient, copies; float32
@@ -94,9 +98,10 @@ def estimate_bytes(
     batch: int = 1,
     tile: int | None = None,
     content_layers: Sequence[str] = CONTENT_LAYERS,
+    precision: str = "float32",
 ) -> int:
     """Return the estimated peak resident memory in bytes of a run producing an HxW image (in tiles of `tile` px if
-    given; a tiled run holds its `content_layers`' whole targets)."""
+    given; a tiled run holds its `content_layers`' whole targets) with VGG19 in `precision`."""
     layers = tuple(layers) if layers else CONTENT_LAYERS + STYLE_LAYERS
     pixels = height * width * 3 * batch
     seen = window(height, width, tile, layers) if tile else (height, width)
@@ -112,7 +117,7 @@ def estimate_bytes(
         opt = (2 * maxcor + TF_LBFGS_VECTORS) * pixels * 4
     else:
         opt = ADAM_VECTORS * pixels * 4
-    return int(BASE_BYTES + ACTIVATION_FACTOR * acts + extra + opt)
+    return int(BASE_BYTES + ACTIVATION_FACTORS.get(precision, ACTIVATION_FACTOR) * acts + extra + opt)
 
 
 def largest_size(shape: tuple[int, int], need_at, budget: int, upper: int) -> int:
@@ -177,7 +182,16 @@ def fit(height: int, width: int, config) -> Fit:
 
     def need(tile: int | None, h: int = height, w: int = width) -> int:
         keep = history(h, w) if config.optimizer == "lbfgs" else MAX_HISTORY
-        return estimate_bytes(h, w, layers, config.optimizer, keep, tile=tile, content_layers=config.content_layers)
+        return estimate_bytes(
+            h,
+            w,
+            layers,
+            config.optimizer,
+            keep,
+            tile=tile,
+            content_layers=config.content_layers,
+            precision=config.precision,
+        )
 
     limit, device = budget()
     short = f"L-BFGS keeps {pairs} (s, y) pairs, not {MAX_HISTORY}, at this size" if pairs < MAX_HISTORY else ""
@@ -228,7 +242,16 @@ def describe(config, shape: tuple[int, int] = (1, 1)) -> str:
 
     def need(h: int, w: int, tile: int | None = None) -> int:
         keep = history(h, w) if config.optimizer == "lbfgs" else MAX_HISTORY
-        return estimate_bytes(h, w, layers, config.optimizer, keep, tile=tile, content_layers=config.content_layers)
+        return estimate_bytes(
+            h,
+            w,
+            layers,
+            config.optimizer,
+            keep,
+            tile=tile,
+            content_layers=config.content_layers,
+            precision=config.precision,
+        )
 
     untiled = largest_size(shape, need, limit, 1 << 15)
     tiled = largest_size(shape, lambda h, w: need(h, w, INFO_TILE), limit, 1 << 15)

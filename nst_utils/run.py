@@ -29,6 +29,7 @@ from .images import as_image, gray, resize
 from .inputs import Inputs, check_arguments, prepare_inputs
 from .lbfgs import ProjectedLBFGS
 from .memory import MAX_HISTORY, Fit, fit_source
+from .model import resolve_precision
 from .objective import Objective, build_objective, initial_image, new_objective, regions
 from .optimizers import Adam, new_lbfgs, run_adam, run_lbfgs, run_scipy_lbfgs
 from .outputs import WriteError, save_image
@@ -208,7 +209,8 @@ def plan(
     config = (
         _resumed_config(ckpt, content, style, style_mask, config, overrides) if ckpt else as_config(config, overrides)
     )
-    fitted = fit_source(ckpt.inputs.content if ckpt else content, config)  # refuse or tile a run, before loading
+    precision = resolve_precision(config.precision)  # bfloat16 keeps half-size activations: the fit counts them
+    fitted = fit_source(ckpt.inputs.content if ckpt else content, config.replace(precision=precision))  # before loading
     if fitted.tile and not config.tile:  # tiles chosen because the run would not fit untiled (fitted.note says so)
         config = config.replace(tile=fitted.tile)
     state = ckpt.optimizer_state if ckpt and config.optimizer == "lbfgs" else None

@@ -27,6 +27,7 @@ from PIL import Image
 import nst_utils.run as opt
 from nst_utils import NSTError, StyleConfig, assets, cli, host, images, load_image, memory, outputs, stylize
 from nst_utils.images import as_image
+from nst_utils.model import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, STEPS = "32", "2"
@@ -539,7 +540,7 @@ def test_memory_estimate_grows_with_size_and_counts_layers():
 def test_memory_check_refuses_with_largest_size_that_fits(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(host, "available_bytes", lambda: 300 * memory.MIB)
     monkeypatch.setattr(host, "resident_bytes", lambda: memory.BASE_BYTES)
-    config = StyleConfig(size=4000)
+    config = StyleConfig(size=4000, precision=resolve_precision("auto"))  # as a run counts it (bfloat16: half)
     with pytest.raises(NSTError, match=r"in tiles of 128 px but only .* use --size \d+ or less") as e:
         memory.fit(3000, 4000, config)  # not even the smallest tiles fit: refused, with the largest size in tiles
     fits = int(str(e.value).split("--size ")[1].split()[0])
@@ -548,7 +549,9 @@ def test_memory_check_refuses_with_largest_size_that_fits(tmp_path, capsys, monk
 
     def tiled(side: int) -> int:
         h, w = fit_long_side((3000, 4000), side)
-        return memory.estimate_bytes(h, w, maxcor=memory.history(h, w), tile=memory.MIN_TILE)
+        return memory.estimate_bytes(
+            h, w, maxcor=memory.history(h, w), tile=memory.MIN_TILE, precision=config.precision
+        )
 
     assert 16 < fits < 4000
     assert tiled(fits) <= budget < tiled(fits + 1)
