@@ -174,6 +174,23 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+def run_need(config, height: int, width: int, tile: int | None = None) -> int:
+    """Return the estimated peak bytes of an HxW run with `config` (its layers, optimiser and precision; the L-BFGS
+    history this size keeps), in tiles of `tile` px if given."""
+    keep = history(height, width) if config.optimizer == "lbfgs" else MAX_HISTORY
+    layers = tuple(config.content_layers) + tuple(config.style_layers)
+    return estimate_bytes(
+        height,
+        width,
+        layers,
+        config.optimizer,
+        keep,
+        tile=tile,
+        content_layers=config.content_layers,
+        precision=config.precision,
+    )
+
+
 def fit(height: int, width: int, config) -> Fit:
     """Return how an HxW run with `config` fits in memory (untiled when it can; config.tile forces a tile size, 0
     forbids tiles), raising NSTError with the largest size that would fit if nothing does."""
@@ -181,17 +198,7 @@ def fit(height: int, width: int, config) -> Fit:
     pairs = history(height, width) if config.optimizer == "lbfgs" else MAX_HISTORY
 
     def need(tile: int | None, h: int = height, w: int = width) -> int:
-        keep = history(h, w) if config.optimizer == "lbfgs" else MAX_HISTORY
-        return estimate_bytes(
-            h,
-            w,
-            layers,
-            config.optimizer,
-            keep,
-            tile=tile,
-            content_layers=config.content_layers,
-            precision=config.precision,
-        )
+        return run_need(config, h, w, tile)
 
     limit, device = budget()
     short = f"L-BFGS keeps {pairs} (s, y) pairs, not {MAX_HISTORY}, at this size" if pairs < MAX_HISTORY else ""
@@ -238,23 +245,8 @@ def describe(config, shape: tuple[int, int] = (1, 1)) -> str:
     limit, device = budget()
     if limit is None:
         return f"memory: not checked ({SKIP_ENV} set, or a GPU whose memory nvidia-smi does not report)"
-    layers = tuple(config.content_layers) + tuple(config.style_layers)
-
-    def need(h: int, w: int, tile: int | None = None) -> int:
-        keep = history(h, w) if config.optimizer == "lbfgs" else MAX_HISTORY
-        return estimate_bytes(
-            h,
-            w,
-            layers,
-            config.optimizer,
-            keep,
-            tile=tile,
-            content_layers=config.content_layers,
-            precision=config.precision,
-        )
-
-    untiled = largest_size(shape, need, limit, 1 << 15)
-    tiled = largest_size(shape, lambda h, w: need(h, w, INFO_TILE), limit, 1 << 15)
+    untiled = largest_size(shape, lambda h, w: run_need(config, h, w), limit, 1 << 15)
+    tiled = largest_size(shape, lambda h, w: run_need(config, h, w, INFO_TILE), limit, 1 << 15)
     h, w = fit_long_side(shape, tiled)
     return (
         f"memory: {_gib(limit)} for a run ({device}); the largest square picture untiled about {untiled} px, in "
