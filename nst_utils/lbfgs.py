@@ -235,7 +235,13 @@ class ProjectedLBFGS:
     @staticmethod
     def _dots(slots: Sequence[tf.Variable], v: tf.Tensor) -> tf.Tensor:
         """Return (b, m): each slot's per-image dot product with the (b, n) tensor `v`."""
-        return tf.stack([_dot(slot, v) for slot in slots], axis=1)
+        # A product and a row sum, not a batched matmul (whose rounding changes with the batch size, so a sweep's
+        # image would leave its single run's path); one slot after another, so one temporary vector at a time.
+        dots: list[tf.Tensor] = []
+        for slot in slots:
+            with tf.control_dependencies(dots[-1:]):
+                dots.append(tf.reduce_sum(slot * v, axis=1))
+        return tf.stack(dots, axis=1)
 
     def _remember(self, s: tf.Tensor, y: tf.Tensor, store: tf.Tensor, head: tf.Tensor) -> tf.Tensor:
         """Write (s, y) into slot `head` of the images that store a pair, update their S'Y and Y'Y; return True."""
