@@ -31,6 +31,7 @@ FIRST_STEP = 0.05  # the first (and every steepest-descent) step moves no pixel 
 ARMIJO = 1e-4  # sufficient-decrease constant of the line search
 CURVATURE_EPS = 1e-10  # a pair is stored only if s.y exceeds this (on the scaled objective)
 MAX_BACKTRACKS = 20  # halvings of one step before the memory is cleared and steepest descent restarts
+SLOTTED = ("s_hist", "y_hist")  # state held as one (b, n) variable per memory slot (ProjectedLBFGS.__init__ says why)
 
 
 def objective_scale(gradient, first_step: float = FIRST_STEP) -> tf.Tensor:
@@ -116,21 +117,25 @@ class ProjectedLBFGS:
         return {
             **dict.fromkeys(("x", "g", "d", "trial", "evaluated", "best_x"), (b, n)),
             **dict.fromkeys(("f", "t", "scale", "best_f", "head", "count", "backtracks", "fresh"), (b,)),
-            **dict.fromkeys(("s_hist", "y_hist"), (b, m, n)),
+            **dict.fromkeys(SLOTTED, (b, m, n)),
             **dict.fromkeys(("sy", "yy"), (b, m, m)),
         }
 
     def _variables(self, name: str) -> list[tf.Variable]:
         """Return the variables holding state `name` (the history's: one per slot)."""
-        return {"s_hist": self.s_slots, "y_hist": self.y_slots}.get(name) or [getattr(self, name)]
+        return {"s_hist": self.s_slots, "y_hist": self.y_slots}[name] if name in SLOTTED else [getattr(self, name)]
+
+    @staticmethod
+    def _replace(v: tf.Variable, value) -> None:
+        """Give `v` the value `value`, letting go of its old buffer before the new one is made."""
+        v.assign(tf.zeros([0] * v.shape.rank, v.dtype))
+        v.assign(tf.convert_to_tensor(value, v.dtype))
 
     def _assign(self, name: str, value: np.ndarray | tf.Tensor) -> None:
-        """Set state `name` (its full shape, as `_shapes` gives it) to `value`, letting go of the old buffers first."""
+        """Set state `name` to `value` (its full shape, as `_shapes` gives it: the history's split into its slots)."""
         held = self._variables(name)
-        parts = [value[:, j] for j in range(len(held))] if len(held) > 1 else [value]
-        for v, part in zip(held, parts):
-            v.assign(tf.zeros([0] * v.shape.rank, v.dtype))  # the old buffer is freed before the new one is made
-            v.assign(tf.convert_to_tensor(part, v.dtype))
+        for j, v in enumerate(held):
+            self._replace(v, value[:, j] if name in SLOTTED else value)
 
     def resize(self, shape: Sequence[int]) -> None:
         """Make the state hold images of `shape` (batch, ...), zeroed; the compiled loop is not traced again."""
@@ -139,9 +144,8 @@ class ProjectedLBFGS:
             raise ValueError(f"this optimiser holds images of rank {int(self.image_shape.shape[0])}, got shape {shape}")
         self.image_shape.assign(shape)
         for name, dims in self._shapes(shape).items():
-            for v in self._variables(name):
-                v.assign(tf.zeros([0] * v.shape.rank, v.dtype))
-                v.assign(tf.zeros(dims[:1] + dims[2:] if name in ("s_hist", "y_hist") else dims, v.dtype))
+            for v in self._variables(name):  # a history slot holds (b, n) of the (b, m, n)
+                self._replace(v, tf.zeros(dims[:1] + dims[2:] if name in SLOTTED else dims, v.dtype))
 
     def start(self, x0) -> None:
         """Begin a run at x0 (batch, ...) of any size: the memory is cleared, the next evaluation is at x0 itself."""
@@ -156,9 +160,7 @@ class ProjectedLBFGS:
     def state(self) -> list[np.ndarray]:
         """Return the whole optimiser state as arrays (in STATE order), for a checkpoint."""
         return [
-            np.stack([v.numpy() for v in self._variables(n)], axis=1)
-            if n in ("s_hist", "y_hist")
-            else getattr(self, n).numpy()
+            np.stack([v.numpy() for v in self._variables(n)], axis=1) if n in SLOTTED else getattr(self, n).numpy()
             for n in self.STATE
         ]
 
